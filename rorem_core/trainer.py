@@ -1,0 +1,206 @@
+"""A generic resumable training loop on accelerate, shared by every training stage.
+
+The stage supplies the model, its trainable parameters, the list of latent-cache entries and a
+``compute_loss(batch, generator) -> (loss, metrics)``; this module owns the optimiser, the LR
+schedule, gradient accumulation, clipping, checkpoints (model + optimiser + scheduler + RNG via
+``accelerator.save_state``), resume after a kill, trackers (wandb offline by default) and the
+progress bar.
+
+Determinism without saved RNG streams: micro-batch k's sample indices and its noise generator are
+pure functions of (seed, k, process), so a run resumed from step N continues exactly as an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rorem_core.config import BaseConfig, TrainParams
+from rorem_core.io import write_json_atomic
+from rorem_core.latents import load_batch
+
+log = logging.getLogger(__name__)
+LossFn = Callable[[dict, torch.Generator], tuple[torch.Tensor, dict]]
+BatchFn = Callable[[list], dict]
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    resumed_from: int
+    losses: list[tuple[int, float]] = field(default_factory=list)   # (step, mean loss over log window)
+
+    @property
+    def first_loss(self) -> float:
+        return self.losses[0][1] if self.losses else float("nan")
+
+    @property
+    def last_loss(self) -> float:
+        return self.losses[-1][1] if self.losses else float("nan")
+
+
+class BatchPlan:
+    """Deterministic epoch-shuffled micro-batches; the last batch of an epoch may be smaller."""
+
+    def __init__(self, entries: Sequence, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 batch_fn: BatchFn | None = None):
+        if not entries:
+            raise ValueError("no training entries: the training set is empty")
+        self.entries, self.bs, self.seed, self.rank, self.world = list(entries), batch_size, seed, rank, world
+        self.per_epoch = math.ceil(len(self.entries) / batch_size)
+        # entries are latent-cache paths by default; a stage with other entries (pairs, labelled
+        # samples) passes its own loader: batch_fn(list of entries) -> dict of tensors
+        self.batch_fn = batch_fn or load_batch
+
+    def indices(self, k: int) -> np.ndarray:
+        """Indices of global micro-batch ``k`` for this process."""
+        g = k * self.world + self.rank
+        epoch, pos = divmod(g, self.per_epoch)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.entries))
+        return perm[pos * self.bs:(pos + 1) * self.bs]
+
+    def batch(self, k: int) -> dict[str, torch.Tensor]:
+        return self.batch_fn([self.entries[i] for i in self.indices(k)])
+
+    def generator(self, k: int) -> torch.Generator:
+        return torch.Generator().manual_seed(int(np.random.default_rng([self.seed, 7, k, self.rank]).integers(2**62)))
+
+
+def make_accelerator(base: BaseConfig, params: TrainParams, project_dir: Path):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    log_with = None if base.wandb_mode == "disabled" else "wandb"
+    if log_with:
+        os.environ.setdefault("WANDB_MODE", base.wandb_mode)
+    return Accelerator(mixed_precision=params.mixed_precision, gradient_accumulation_steps=params.grad_accum,
+                       log_with=log_with, cpu=base.device == "cpu",
+                       project_config=ProjectConfiguration(project_dir=str(project_dir)))
+
+
+def make_optimizer(params: TrainParams, trainable: list[torch.nn.Parameter]):
+    if params.adam_8bit:
+        try:
+            import bitsandbytes as bnb
+        except ImportError as e:
+            raise ImportError("adam_8bit=true needs bitsandbytes: pip install 'rorem-loop[gpu]'") from e
+        cls = bnb.optim.AdamW8bit
+    else:
+        cls = torch.optim.AdamW
+    return cls(trainable, lr=params.lr, betas=(0.9, 0.999), weight_decay=params.weight_decay, eps=1e-8)
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    found = [(int(m.group(1)), p) for p in ckpt_root.glob("checkpoint-*")
+             if (m := _CKPT.match(p.name)) and (p / "train_state.json").is_file()]
+    return max(found)[1] if found else None
+
+
+def _save_checkpoint(accelerator, ckpt_root: Path, step: int, losses, keep: int) -> None:
+    """save_state into a temp dir, then rename: a kill mid-save leaves no 'checkpoint-N'."""
+    final = ckpt_root / f"checkpoint-{step}"
+    tmp = ckpt_root / f".tmp-checkpoint-{step}"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        write_json_atomic(tmp / "train_state.json", {"step": step, "losses": losses})
+        os.replace(tmp, final)
+        done = sorted((int(m.group(1)), p) for p in ckpt_root.glob("checkpoint-*") if (m := _CKPT.match(p.name)))
+        for _, old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Module,
+                 trainable: list[torch.nn.Parameter], entries: Sequence, compute_loss: LossFn,
+                 work_dir: Path, run_name: str, tracker_config: dict | None = None,
+                 wandb_group: str | None = None, accelerator=None,
+                 batch_fn: BatchFn | None = None) -> tuple[TrainResult, torch.nn.Module]:
+    """Train ``model`` for ``params.steps`` optimiser steps, resuming from ``work_dir`` if possible.
+
+    ``entries`` are latent-cache entry paths loaded with ``latents.load_batch``, unless ``batch_fn``
+    (list of entries -> batch dict) says otherwise (e.g. preferred/rejected pairs).
+    Returns the result and the unwrapped model (the caller saves it where the stage's outputs go).
+    """
+    from diffusers.optimization import get_scheduler
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_root = work_dir / "checkpoints"
+    acc = accelerator or make_accelerator(base, params, work_dir)
+    optimizer = make_optimizer(params, trainable)
+    lr_sched = get_scheduler(params.lr_schedule, optimizer, num_warmup_steps=params.lr_warmup_steps * acc.num_processes,
+                             num_training_steps=params.steps * acc.num_processes)
+    model, optimizer, lr_sched = acc.prepare(model, optimizer, lr_sched)
+    plan = BatchPlan(entries, params.batch_size, base.seed, acc.process_index, acc.num_processes, batch_fn)
+    _log_batch_arithmetic(acc, params, len(entries))
+
+    step, losses = 0, []
+    if (last := latest_checkpoint(ckpt_root)) is not None:
+        acc.load_state(str(last))
+        state = json.loads((last / "train_state.json").read_text())
+        step, losses = state["step"], [tuple(x) for x in state["losses"]]
+        acc.print(f"resuming {run_name} from {last.name} (step {step}/{params.steps})")
+    resumed_from = step
+    if acc.is_main_process and log_with_tracker(acc):
+        acc.init_trackers(base.wandb_project, config=tracker_config or {}, init_kwargs={"wandb": {
+            "dir": str(work_dir), "name": run_name, "group": wandb_group, "job_type": run_name.split("/")[0]}})
+
+    model.train()
+    bar = tqdm(total=params.steps, initial=step, desc=run_name, disable=not acc.is_local_main_process)
+    window: list[float] = []
+    while step < params.steps:
+        for micro in range(params.grad_accum):
+            k = step * params.grad_accum + micro
+            with acc.accumulate(model):
+                loss, metrics = compute_loss(plan.batch(k), plan.generator(k))
+                acc.backward(loss)
+                if acc.sync_gradients and params.max_grad_norm > 0:
+                    acc.clip_grad_norm_(trainable, params.max_grad_norm)
+                optimizer.step()
+                lr_sched.step()
+                optimizer.zero_grad(set_to_none=True)
+            window.append(float(loss.detach()))
+        step += 1
+        bar.update(1)
+        if step % params.log_every == 0 or step == params.steps:
+            mean = float(np.mean(window))
+            losses.append((step, mean))
+            window.clear()
+            bar.set_postfix(loss=f"{mean:.4f}")
+            acc.log({"loss": mean, "lr": lr_sched.get_last_lr()[0], **_floats(metrics)}, step=step)
+        if step % params.checkpoint_every == 0 and step < params.steps:
+            _save_checkpoint(acc, ckpt_root, step, losses, params.checkpoints_keep)
+    bar.close()
+    acc.wait_for_everyone()
+    acc.end_training()
+    return TrainResult(steps=step, resumed_from=resumed_from, losses=losses), acc.unwrap_model(model)
+
+
+def log_with_tracker(acc) -> bool:
+    return bool(acc.log_with)
+
+
+def _floats(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor))}
+
+
+def _log_batch_arithmetic(acc, params: TrainParams, n: int) -> None:
+    eff = params.batch_size * params.grad_accum * acc.num_processes
+    acc.print(f"training on {n} samples: batch {params.batch_size}/process x accum {params.grad_accum} x "
+              f"{acc.num_processes} processes = {eff} per step; {params.steps} steps = "
+              f"{params.steps * eff / n:.1f} epochs")
