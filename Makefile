@@ -1,0 +1,38 @@
+# Two entry points, both safe on a fresh machine (they create the environment first):
+#   make demo   the main job on the embedded default data (tiny preset, CPU)
+#   make test   the test suite (what CI runs)
+# CPU torch is installed first on purpose: a bare `torch` requirement pulls a multi-GB CUDA build.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.rorem-installed
+export HF_HUB_OFFLINE := 1
+export WANDB_SILENT := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: env env-ls demo test test-fast clean-scratch
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+	$(VENV)/bin/python -c "import torch, diffusers, prefect, dvc, label_studio_sdk, wandb"
+	touch $(STAMP)
+
+env: $(STAMP)
+
+env-ls:
+	bash scripts/labelstudio_env.sh
+	bash scripts/install_chromium.sh
+
+demo: env
+	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/rorem demo
+
+test: env env-ls
+	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q --timeout=1800 tests
+
+test-fast: env
+	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q -m "not slow and not integration and not browser" tests
+
+clean-scratch:
+	rm -rf .rorem/cache .rorem/work

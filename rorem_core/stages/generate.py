@@ -1,0 +1,105 @@
+"""Stage 2, generate: K candidates per pool input (different seeds, one batched pass), written as
+images plus a candidates manifest with provenance (id, round, input id, seed, model, steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from rorem_core.config import GenerateConfig
+from rorem_core.formats import Candidate, read_pool, resolve_in_root, write_candidates
+from rorem_core.images import load_mask, load_rgb, save_png
+from rorem_core.inference import Remover, composite
+from rorem_core.io import atomic_dir
+from rorem_core.latents import image_to_tensor, mask_to_tensor
+from rorem_core.masks import dilate
+from rorem_core.stages import _cli
+
+
+class GenerateResult(BaseModel):
+    manifest: str
+    n_inputs: int
+    n_candidates: int
+
+
+def candidate_seed(base_seed: int, round_id: int, index: int, k: int) -> int:
+    """A stable per-candidate seed: the same input and k give the same seed in every run."""
+    return int(np.random.default_rng([base_seed, round_id, index, k]).integers(2**31))
+
+
+def load_inputs(pool_meta: Path, items, resolution: int, dilation: int):
+    """(images (N,3,R,R) in [-1,1], masks (N,1,R,R)) for a chunk of pool items."""
+    imgs, masks = [], []
+    for it in items:
+        where = f"{pool_meta} entry {it.id}"
+        imgs.append(image_to_tensor(load_rgb(resolve_in_root(pool_meta.parent, it.source, where=where)), resolution))
+        m = load_mask(resolve_in_root(pool_meta.parent, it.mask, where=where))
+        masks.append(mask_to_tensor(dilate(m, dilation) if dilation else m, resolution))
+    return torch.stack(imgs), torch.stack(masks)
+
+
+def run(cfg: GenerateConfig, remover: Path, pool: Path, out_dir: Path, round_id: int = 1) -> GenerateResult:
+    """Stream the pool in chunks of ``batch_size // num_seeds`` inputs (never all images in memory)."""
+    pool_meta = pool / "meta.json" if pool.is_dir() else pool
+    items = read_pool(pool_meta)
+    model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
+                         device=_device(cfg.base.device))
+    k, chunk = cfg.num_seeds, max(1, cfg.batch_size // cfg.num_seeds)
+    cands = []
+    with atomic_dir(out_dir) as tmp:
+        for start in range(0, len(items), chunk):
+            cands += _generate_chunk(cfg, model, pool_meta, items, start, start + chunk, tmp, round_id, str(remover))
+        write_candidates(tmp / "candidates.json", cands)
+    return GenerateResult(manifest=str(out_dir / "candidates.json"), n_inputs=len(items), n_candidates=len(cands))
+
+
+def _generate_chunk(cfg, model, pool_meta, items, lo, hi, tmp: Path, round_id: int, model_name: str):
+    k = cfg.num_seeds
+    imgs, masks = load_inputs(pool_meta, items[lo:hi], cfg.base.resolution, cfg.mask_dilation)
+    # rows are input-major with k seeds each: (n*k, ...), one UNet batch
+    seeds = [candidate_seed(cfg.base.seed, round_id, i, j) for i in range(lo, lo + len(imgs)) for j in range(k)]
+    rep_img, rep_mask = imgs.repeat_interleave(k, 0), masks.repeat_interleave(k, 0)
+    out = model.remove(rep_img, rep_mask, seeds, steps=cfg.steps, scheduler=cfg.scheduler,
+                       strength=cfg.strength, batch_size=cfg.batch_size)
+    if cfg.composite:
+        out = composite(out, rep_img, rep_mask)
+    cands = []
+    for i, it in enumerate(items[lo:hi]):
+        save_png(tmp / "inputs" / f"{it.id}_source.png", _to_np(imgs[i]))
+        save_png(tmp / "inputs" / f"{it.id}_mask.png", masks[i, 0].numpy() > 0.5)
+        for j in range(k):
+            row, cid = i * k + j, f"r{round_id}-{it.id}-k{j}"
+            save_png(tmp / "results" / f"{cid}.png", _to_np(out[row]))
+            cands.append(Candidate(id=cid, round=round_id, input_id=it.id, seed=seeds[row], model=model_name,
+                                   steps=cfg.steps, scheduler=cfg.scheduler, strength=cfg.strength,
+                                   source=f"inputs/{it.id}_source.png", mask=f"inputs/{it.id}_mask.png",
+                                   result=f"results/{cid}.png"))
+    return cands
+
+
+def _to_np(x: torch.Tensor) -> np.ndarray:
+    """(3, R, R) in [-1, 1] -> (R, R, 3) in [0, 1]."""
+    return ((x.permute(1, 2, 0).numpy() + 1.0) / 2.0).clip(0, 1)
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _cli.parser("generate", __doc__)
+    p.add_argument("--round", type=int, default=1)
+    p.add_argument("--remover", type=Path, required=True)
+    p.add_argument("--pool", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    return _cli.run_main("generate", args, lambda cfg: run(cfg, args.remover, args.pool, args.out, args.round))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
