@@ -23,6 +23,7 @@ from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
 from rorem_core.models.loading import (configure_attention, load_scheduler_config, load_unet,
                                        load_vae, write_ref)
 from rorem_core.trainer import TrainResult, run_training
+from rorem_core.validate import require_valid
 
 log = logging.getLogger(__name__)
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -119,6 +120,8 @@ def train_remover(cfg: TrainRemoverConfig, init_ref: str | Path, train_metas: Se
     (``unet/`` or ``lora/`` + ``rorem_model.json`` pointing at the base) atomically."""
     from diffusers import DDPMScheduler
 
+    for meta in train_metas:      # every problem of a dataset at once, before any compute is spent
+        require_valid(meta)
     files = triplet_files(train_metas)
     frozen = DTYPES[cfg.frozen_dtype]
     cache = LatentCache(Path(cfg.base.cache_dir) / "latents", load_vae(init_ref, dtype=frozen), cfg.base.resolution)

@@ -68,6 +68,8 @@ def tiny_workspace(tmp_path_factory) -> Workspace:
     params = tiny_params(root)
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params))
+    # ROREM_TEST_BASE_UNET=random lets smoke tests run without the shipped base (never in CI)
+    params["bootstrap"]["base_unet"] = os.environ.get("ROREM_TEST_BASE_UNET", "shipped")
     cfg = stage_config("bootstrap", params)
     bootstrap.run(cfg, root / "models" / "base", root / "data")
     return Workspace(root=root, params_path=path, params=params)

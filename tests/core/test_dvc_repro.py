@@ -56,7 +56,7 @@ def test_dvc_repro_runs_every_stage_then_nothing(clone):
                 "results/bootstrap/metrics.json"):
         assert (root / out).is_file(), out
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert {"bootstrap", "train_remover@0", "generate@0", "evaluate@0"} <= set(lock["stages"])
+    assert {"bootstrap", "train_remover@1", "generate@1", "evaluate@1"} <= set(lock["stages"])
     second = _run(["dvc", "repro"], root, env)
     assert "Data and pipelines are up to date" in second or "didn't change" in second
     status = _run(["dvc", "status"], root, env)
@@ -69,5 +69,5 @@ def test_changing_a_stage_param_reruns_only_downstream(clone):
     params["evaluate"]["num_grid"] = 2
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run(["dvc", "repro"], root, env)
-    assert "Running stage 'evaluate@0'" in out
-    assert "Running stage 'train_remover@0'" not in out and "Running stage 'bootstrap'" not in out
+    assert "Running stage 'evaluate@1'" in out
+    assert "Running stage 'train_remover@1'" not in out and "Running stage 'bootstrap'" not in out

@@ -113,3 +113,31 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_workspace, small_
     ref_losses = json.loads((ref_dir / "out" / "train_summary.json").read_text())["losses"]
     assert [s for s, _ in summary["losses"]] == [s for s, _ in ref_losses]
     assert [v for _, v in summary["losses"]] == pytest.approx([v for _, v in ref_losses], abs=1e-6)
+
+
+def test_training_refuses_a_bad_dataset_listing_every_problem_first(tiny_workspace, tmp_path):
+    from rorem_core.validate import DatasetInvalid
+
+    bad = tmp_path / "bad"
+    write_triplets(bad, SyntheticConfig(), "bad", 4, 0.0)
+    meta = json.loads((bad / "meta.json").read_text())
+    meta[0]["GT"] = "../outside.png"
+    (bad / meta[1]["mask"]).write_bytes(b"")
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetInvalid) as e:
+        train_remover(_cfg(tmp_path), tiny_workspace.model_dir, [bad / "meta.json"], tmp_path / "never")
+    msg = str(e.value)
+    assert "escapes" in msg and meta[1]["mask"] in msg          # both problems in one error
+    assert not (tmp_path / "never").exists() and not (tmp_path / "work").exists()
+
+
+def test_grad_accumulation_and_offline_wandb_tracking(tiny_workspace, small_set, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    base = {"cache_dir": str(tmp_path / "cache"), "work_dir": str(tmp_path / "work"), "wandb_mode": "offline",
+            "device": "cpu"}
+    cfg = stage_config("train_remover", {"base": base, "train_remover": {
+        "steps": 2, "batch_size": 4, "grad_accum": 2, "lr_warmup_steps": 0, "log_every": 1}})
+    res = train_remover(cfg, tiny_workspace.model_dir, [small_set], tmp_path / "out", wandb_group="round-1")
+    assert res.steps == 2 and [s for s, _ in res.losses] == [1, 2]
+    runs = list((tmp_path / "work").rglob("offline-run-*"))
+    assert runs, "no offline wandb run was written"
