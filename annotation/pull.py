@@ -1,0 +1,175 @@
+"""Pull a round: frozen full exports, then scored triplets, human preference pairs and a summary.
+
+Output folder (``data/annotations/round-N/``)::
+
+    review_export.json, pairwise_export.json   frozen snapshots (normalised: sorted, no clock fields)
+    review_export.2.json, ...                  a later pull whose content differs gets a new version;
+                                               no snapshot file is ever rewritten (they are read-only)
+    scored/meta.json + scored/{source,mask,GT}/   RORem scored triplets (score 1 good / 0 bad)
+    pairs/meta.json + pairs/{source,mask,results}/ human preference pairs
+    summary.json                               counts, agreement, ties, problems, snapshot names
+
+Images are copied next to each meta.json so every path is relative and inside its folder (RORem's
+rule; a DVC ``add`` of the round folder then freezes everything). Both exports are fetched before
+anything is written, so a server failure mid-pull leaves earlier files untouched. Converted outputs
+derive from the newest snapshot only and are deterministic: pulling twice gives identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from annotation.client import LabelStudioClient, LabelStudioError
+from annotation.config import AnnotationConfig
+from annotation.convert import GOOD, Conversion, convert, normalize_export, parse_pairwise, parse_review
+from annotation.paths import unique_names
+from rorem_core.formats import Candidate, Pair, Triplet, read_candidates
+from rorem_core.io import atomic_dir, sha256_file, write_bytes_atomic
+
+
+@dataclass
+class PullResult:
+    out_dir: Path
+    snapshots: dict[str, str]     # kind -> snapshot file name used
+    new_snapshots: list[str]      # files written by this pull
+    scored: int
+    pairs: int
+    summary: dict
+
+
+def _dumps(obj: object) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def freeze_snapshot(out_dir: Path, stem: str, tasks: list[dict]) -> tuple[str, bool]:
+    """Write ``tasks`` as the next version of ``<stem>.json`` unless the newest version is identical.
+
+    Returns (file name, written?). Versions: ``stem.json``, ``stem.2.json``, ``stem.3.json``...
+    """
+    data = _dumps(tasks)
+    pat = re.compile(rf"^{re.escape(stem)}(?:\.(\d+))?\.json$")
+    versions = sorted((int(m.group(1) or 1), p.name) for p in out_dir.glob(f"{stem}*.json")
+                      if (m := pat.match(p.name)))
+    if versions and (out_dir / versions[-1][1]).read_bytes() == data:
+        return versions[-1][1], False
+    n = versions[-1][0] + 1 if versions else 1
+    name = f"{stem}.json" if n == 1 else f"{stem}.{n}.json"
+    write_bytes_atomic(out_dir / name, data)
+    os.chmod(out_dir / name, 0o444)  # frozen: humans made it, it cannot be regenerated
+    return name, True
+
+
+def _fetch(client: LabelStudioClient, cfg: AnnotationConfig, round_id: int, kind: str) -> list[dict] | None:
+    proj = client.find_project(cfg.project_title(round_id, kind))
+    if proj is None:
+        return None
+    return normalize_export(client.export_snapshot(proj["id"], f"rorem round {round_id} {kind}"))
+
+
+def _write_dataset(folder: Path, entries: list[dict], files: dict[str, Path]) -> bool:
+    """Replace ``folder`` with meta.json + copied images, unless it already holds exactly that."""
+    meta = _dumps(entries)
+    if (folder / "meta.json").is_file() and (folder / "meta.json").read_bytes() == meta and all(
+            (folder / rel).is_file() and (folder / rel).stat().st_size == src.stat().st_size
+            for rel, src in files.items()):
+        return False
+    with atomic_dir(folder) as tmp:
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; these are shared datasets
+        for rel, src in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, tmp / rel)
+        (tmp / "meta.json").write_bytes(meta)
+    return True
+
+
+def _names(cands: dict[str, Candidate], base: Path) -> dict[str, dict[str, str]]:
+    """File stems per candidate: inputs share their source/mask file, results are per candidate."""
+    order = sorted(cands.values(), key=lambda c: c.id)
+    src = unique_names([(c.input_id, str((base / c.source).resolve())) for c in order])
+    msk = unique_names([(c.input_id, str((base / c.mask).resolve())) for c in order])
+    res = unique_names([(c.id, c.id) for c in order])
+    return {c.id: {"source": src[str((base / c.source).resolve())], "mask": msk[str((base / c.mask).resolve())],
+                   "result": res[c.id]} for c in order}
+
+
+def scored_entries(conv: Conversion, cands: dict[str, Candidate], base: Path) -> tuple[list[dict], dict]:
+    """RORem scored triplets (GT = the judged result) and the files to copy, by relative path."""
+    names, entries, files = _names(cands, base), [], {}
+    for cid, out in sorted(conv.outcomes.items()):
+        if out.label is None:
+            continue
+        c, n = cands[cid], names[cid]
+        rel = {"source": f"source/{n['source']}.png", "mask": f"mask/{n['mask']}.png", "GT": f"GT/{n['result']}.png"}
+        files.update({rel["source"]: base / c.source, rel["mask"]: base / c.mask, rel["GT"]: base / c.result})
+        t = Triplet(**rel, score=1.0 if out.label == GOOD else 0.0, id=cid, input_id=c.input_id, round=c.round,
+                    votes=dict(sorted(out.votes.items())), reasons=dict(sorted(out.reasons.items())))
+        entries.append(t.model_dump(exclude_none=True))
+    return entries, files
+
+
+def pair_entries(conv: Conversion, tasks: list[dict], cands: dict[str, Candidate], base: Path) -> tuple[list[dict], dict]:
+    """Human preference pairs (majority side preferred) and the files to copy."""
+    names, entries, files = _names(cands, base), [], {}
+    sides = {t["data"]["pair_id"]: t["data"] for t in tasks if (t.get("data") or {}).get("pair_id") in conv.outcomes}
+    for pid, out in sorted(conv.outcomes.items()):
+        if out.label is None:
+            continue
+        d = sides[pid]
+        win, lose = (d["candidate_left"], d["candidate_right"])[:: 1 if out.label == "left" else -1]
+        c, n = cands[win], names[win]
+        rel = {"source": f"source/{n['source']}.png", "mask": f"mask/{n['mask']}.png",
+               "preferred": f"results/{n['result']}.png", "rejected": f"results/{names[lose]['result']}.png"}
+        files.update({rel["source"]: base / c.source, rel["mask"]: base / c.mask,
+                      rel["preferred"]: base / c.result, rel["rejected"]: base / cands[lose].result})
+        p = Pair(**rel, id=pid, input_id=c.input_id, round=c.round, preferred_id=win, rejected_id=lose,
+                 votes=dict(sorted(out.votes.items())))
+        entries.append(p.model_dump(exclude_none=True))
+    return entries, files
+
+
+def _known_pairs(tasks: list[dict], cands: dict[str, Candidate]) -> set[str]:
+    return {d["pair_id"] for t in tasks if (d := t.get("data") or {}).get("pair_id")
+            and d.get("candidate_left") in cands and d.get("candidate_right") in cands}
+
+
+def pull_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: int, candidates_path: Path,
+               out_dir: Path) -> PullResult:
+    """Freeze both exports, convert them, write the outputs; see the module docstring for the layout."""
+    candidates_path, out_dir = Path(candidates_path), Path(out_dir)
+    cands = {c.id: c for c in read_candidates(candidates_path)}
+    base = candidates_path.parent
+    review = _fetch(client, cfg, round_id, "review")
+    if review is None:
+        raise LabelStudioError(f"no project {cfg.project_title(round_id, 'review')!r} on {client.url}; "
+                               "push the round first")
+    pairwise = _fetch(client, cfg, round_id, "pairwise") if cfg.pairwise else None
+    # everything fetched: from here on only local writes
+    out_dir.mkdir(parents=True, exist_ok=True)
+    snaps, new = {}, []
+    for kind, tasks in (("review", review), ("pairwise", pairwise)):
+        if tasks is not None:
+            snaps[kind], written = freeze_snapshot(out_dir, f"{kind}_export", tasks)
+            new += [snaps[kind]] if written else []
+    rconv = convert(review, project="review", key_field="candidate_id", known=set(cands),
+                    parse=parse_review, min_labels=cfg.min_labels)
+    scored, sfiles = scored_entries(rconv, cands, base)
+    _write_dataset(out_dir / "scored", scored, sfiles)
+    summary = {"round": round_id, "snapshots": {k: {"file": v, "sha256": sha256_file(out_dir / v)}
+                                                for k, v in sorted(snaps.items())},
+               "min_labels": cfg.min_labels, "review": rconv.summary(), "scored_triplets": len(scored)}
+    pairs: list[dict] = []
+    if pairwise is not None:
+        pconv = convert(pairwise, project="pairwise", key_field="pair_id", known=_known_pairs(pairwise, cands),
+                        parse=parse_pairwise, min_labels=cfg.min_labels)
+        pairs, pfiles = pair_entries(pconv, pairwise, cands, base)
+        _write_dataset(out_dir / "pairs", pairs, pfiles)
+        summary.update(pairwise=pconv.summary(), preference_pairs=len(pairs))
+    if not (out_dir / "summary.json").is_file() or (out_dir / "summary.json").read_bytes() != _dumps(summary):
+        write_bytes_atomic(out_dir / "summary.json", _dumps(summary))
+        os.chmod(out_dir / "summary.json", 0o644)
+    return PullResult(out_dir, snaps, new, len(scored), len(pairs), summary)

@@ -1,0 +1,241 @@
+"""Push a round's selected candidates to Label Studio: one review and one pairwise project.
+
+Idempotent: projects are found by title (``<prefix> round <N> review|pairwise``) and tasks are
+keyed by ``candidate_id`` / ``pair_id`` in their data, so pushing twice creates nothing new, and
+pushing a grown selection adds only the new tasks. Every image path is checked to lie inside the
+served root *before* any call. Tasks are imported highest priority first; with sequential
+sampling that is the order annotators get them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from annotation.client import LabelStudioClient, LabelStudioError
+from annotation.config import AnnotationConfig
+from annotation.convert import BAD, GOOD, PREF, QUALITY
+from annotation.paths import PathRefused, inside_root, local_files_url, unique_names
+from rorem_core.formats import Candidate, read_candidates
+from rorem_core.images import encode_png, load_mask, load_rgb
+from rorem_core.io import write_bytes_atomic
+
+
+def label_config(kind: str) -> str:
+    """The versioned labeling config ``annotation/configs/<kind>.xml``."""
+    return resources.files("annotation").joinpath("configs", f"{kind}.xml").read_text(encoding="utf-8")
+
+
+@dataclass
+class PushResult:
+    round: int
+    projects: dict[str, int] = field(default_factory=dict)   # kind -> project id
+    created: dict[str, int] = field(default_factory=dict)    # kind -> tasks created now
+    existing: dict[str, int] = field(default_factory=dict)   # kind -> tasks already there
+
+
+def render_overlay(source: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Source (H, W, 3) with the mask tinted red (blend ``alpha``) and its 1-px border pure red."""
+    out = source.copy()
+    red = np.array([1.0, 0.0, 0.0], dtype=out.dtype)
+    out[mask] = (1 - alpha) * out[mask] + alpha * red
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    out[mask & ~inner] = red
+    return out
+
+
+def _resolve_all(cands: list[Candidate], base: Path, doc_root: Path) -> dict[str, dict[str, Path]]:
+    """Every candidate's source/mask/result, checked inside ``doc_root``; all offenders at once."""
+    paths, bad, seen = {}, [], {}
+    for c in cands:
+        entry = {}
+        for kind in ("source", "mask", "result"):
+            raw = os.path.join(base, getattr(c, kind))
+            try:
+                if raw not in seen:  # inputs share source and mask: check each file once
+                    seen[raw] = inside_root(raw, doc_root)
+                entry[kind] = seen[raw]
+            except PathRefused as e:
+                bad.append(f"candidate {c.id} {kind}: {e}")
+        paths[c.id] = entry
+    if bad:
+        raise PathRefused(f"{len(bad)} image path(s) refused before import (served root {doc_root}):\n  "
+                          + "\n  ".join(bad[:20]))
+    return paths
+
+
+def _write_overlays(cands: list[Candidate], paths: dict, out_dir: Path) -> dict[str, Path]:
+    """One overlay PNG per distinct (source, mask); rewritten only when its bytes change."""
+    keys = {c.id: f"{paths[c.id]['source']}|{paths[c.id]['mask']}" for c in cands}
+    names = unique_names([(c.input_id, keys[c.id]) for c in cands])
+    done: dict[str, Path] = {}
+    for c in cands:
+        key = keys[c.id]
+        if key not in done:
+            target = out_dir / f"{names[key]}.png"
+            png = encode_png(render_overlay(load_rgb(paths[c.id]["source"]), load_mask(paths[c.id]["mask"])))
+            if not target.is_file() or target.read_bytes() != png:
+                write_bytes_atomic(target, png)
+                os.chmod(target, 0o644)
+            done[key] = target
+    return {c.id: done[keys[c.id]] for c in cands}
+
+
+def _review_task(c: Candidate, p: dict, overlay: Path, root: Path, prio: float, cfg: AnnotationConfig) -> dict:
+    task = {"data": {"original": local_files_url(p["source"], root), "overlay": local_files_url(overlay, root),
+                     "result": local_files_url(p["result"], root), "candidate_id": c.id,
+                     "input_id": c.input_id, "round": c.round, "priority": prio}}
+    if c.score is not None:
+        task["predictions"] = [{"model_version": c.score_model or cfg.model_version, "score": float(c.score),
+                                "result": [{"from_name": QUALITY, "to_name": "img_result", "type": "choices",
+                                            "value": {"choices": [GOOD if c.score >= 0.5 else BAD]}}]}]
+    return task
+
+
+def pair_tasks(cands: list[Candidate], paths: dict, overlays: dict, root: Path,
+               prio: Mapping[str, float], cfg: AnnotationConfig) -> list[dict]:
+    """Pairs of results of the same input; left/right fixed by a hash of the pair id (no position bias).
+
+    A pre-annotation (when both scores exist) picks the higher score with confidence
+    0.5 + |s_a - s_b| / 2.
+    """
+    by_input: dict[str, list[Candidate]] = {}
+    for c in sorted(cands, key=lambda c: c.id):
+        by_input.setdefault(c.input_id, []).append(c)
+    tasks = []
+    for group in by_input.values():
+        pairs = sorted(itertools.combinations(group, 2),
+                       key=lambda ab: (-(prio.get(ab[0].id, 0.0) + prio.get(ab[1].id, 0.0)), ab[0].id, ab[1].id))
+        for a, b in pairs[: cfg.max_pairs_per_input]:
+            pair_id = f"{a.id}__vs__{b.id}"
+            if hashlib.sha256(pair_id.encode()).digest()[0] & 1:
+                a, b = b, a
+            task = {"data": {"overlay": local_files_url(overlays[a.id], root),
+                             "result_left": local_files_url(paths[a.id]["result"], root),
+                             "result_right": local_files_url(paths[b.id]["result"], root),
+                             "pair_id": pair_id, "candidate_left": a.id, "candidate_right": b.id,
+                             "input_id": a.input_id, "round": a.round,
+                             "priority": (prio.get(a.id, 0.0) + prio.get(b.id, 0.0)) / 2}}
+            if a.score is not None and b.score is not None:
+                side = "left" if a.score >= b.score else "right"
+                task["predictions"] = [{"model_version": a.score_model or cfg.model_version,
+                                        "score": 0.5 + abs(a.score - b.score) / 2,
+                                        "result": [{"from_name": PREF, "to_name": "left", "type": "pairwise",
+                                                    "value": {"selected": side}}]}]
+            tasks.append(task)
+    return tasks
+
+
+def ensure_project(client: LabelStudioClient, title: str, kind: str, cfg: AnnotationConfig) -> dict:
+    """Find the project by title or create it; align its config and overlap with ours."""
+    xml = label_config(kind)
+    proj = client.find_project(title)
+    if proj is None:
+        return client.create_project(title=title, label_config=xml, maximum_annotations=cfg.overlap,
+                                     overlap_cohort_percentage=100, sampling="Sequential sampling",
+                                     show_skip_button=True, show_collab_predictions=True,
+                                     description=f"rorem {kind} tasks; labeling config annotation/configs/{kind}.xml")
+    changes = {}
+    if proj.get("label_config", "").strip() != xml.strip():
+        changes["label_config"] = xml
+    if proj.get("maximum_annotations") != cfg.overlap:
+        changes["maximum_annotations"] = cfg.overlap
+    return client.update_project(proj["id"], **changes) if changes else proj
+
+
+def ensure_storages(client: LabelStudioClient, project_id: int, dirs: set[Path]) -> None:
+    """One never-synced local-files storage per image folder: it authorises serving that folder only."""
+    have = {s.get("path") for s in client.local_storages(project_id)}
+    for d in sorted(dirs):
+        if str(d) not in have:
+            client.create_local_storage(project_id, str(d), title=f"rorem {d.name}")
+
+
+def import_missing(client: LabelStudioClient, project_id: int, tasks: list[dict], key: str,
+                   cfg: AnnotationConfig) -> tuple[int, int]:
+    """Import tasks whose ``data[key]`` is not on the server yet; returns (created, existing).
+
+    After a failed batch the server state is re-read before resending, so a batch that the server
+    committed but did not confirm is never imported twice.
+    """
+    def on_server() -> set:
+        return {t["data"].get(key) for t in client.iter_tasks(project_id, include="id,data")}
+
+    present = on_server()
+    todo = [t for t in tasks if t["data"][key] not in present]
+    missing_at_start, attempt = len(todo), 0
+    while todo:
+        batch = todo[: cfg.import_batch]
+        try:
+            client.import_tasks(project_id, batch)
+            todo = todo[len(batch):]
+        except LabelStudioError as e:
+            if attempt >= cfg.retries or (e.status is not None and e.status < 500):
+                raise
+            time.sleep(min(cfg.backoff_s * 2 ** attempt, cfg.backoff_max_s))
+            attempt += 1
+            present = on_server()
+            todo = [t for t in todo if t["data"][key] not in present]
+    return missing_at_start, len(tasks) - missing_at_start
+
+
+@dataclass
+class RoundTasks:
+    """Everything a push sends: tasks per project kind (with their key field) and image folders."""
+
+    tasks: dict[str, tuple[list[dict], str]]
+    dirs: set[Path]
+
+
+def build_round_tasks(cfg: AnnotationConfig, round_id: int, candidates_path: Path, doc_root: Path,
+                      priorities: Mapping[str, float] | None = None,
+                      overlay_dir: Path | None = None) -> RoundTasks:
+    """Check every path, render the overlays, build review (+ pairwise) tasks, highest priority first."""
+    candidates_path, doc_root = Path(candidates_path), Path(doc_root).resolve()
+    cands = read_candidates(candidates_path)
+    prio = dict(priorities or {})
+    cands.sort(key=lambda c: (-prio.get(c.id, 0.0), c.id))
+    paths = _resolve_all(cands, candidates_path.parent, doc_root)
+    overlay_dir = Path(overlay_dir or doc_root / "annotations" / f"round-{round_id}" / "overlays")
+    overlays = _write_overlays(cands, paths, overlay_dir)
+    for o in set(overlays.values()):
+        inside_root(o, doc_root)
+    dirs = {p.parent for e in paths.values() for p in e.values()} | {o.parent for o in overlays.values()}
+    kinds = {"review": ([_review_task(c, paths[c.id], overlays[c.id], doc_root, prio.get(c.id, 0.0), cfg)
+                         for c in cands], "candidate_id")}
+    if cfg.pairwise:
+        ptasks = pair_tasks(cands, paths, overlays, doc_root, prio, cfg)
+        ptasks.sort(key=lambda t: (-t["data"]["priority"], t["data"]["pair_id"]))
+        kinds["pairwise"] = (ptasks, "pair_id")
+    return RoundTasks(kinds, dirs)
+
+
+def push_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: int, candidates_path: Path,
+               doc_root: Path, priorities: Mapping[str, float] | None = None,
+               overlay_dir: Path | None = None) -> PushResult:
+    """Create/extend the round's projects with one review task per candidate and its pairs.
+
+    ``priorities``: candidate id -> priority (higher is labelled first; missing = 0), e.g. the
+    discriminator's uncertainty ``-|p - 0.5|``. Overlays go to ``overlay_dir`` (default
+    ``<doc_root>/annotations/round-N/overlays``), which must lie inside the served root.
+    """
+    built = build_round_tasks(cfg, round_id, candidates_path, doc_root, priorities, overlay_dir)
+    result = PushResult(round_id)
+    for kind, (tasks, key) in built.tasks.items():
+        proj = ensure_project(client, cfg.project_title(round_id, kind), kind, cfg)
+        ensure_storages(client, proj["id"], built.dirs)
+        result.projects[kind] = proj["id"]
+        result.created[kind], result.existing[kind] = import_missing(client, proj["id"], tasks, key, cfg)
+    return result

@@ -1,0 +1,152 @@
+"""SIMULATED annotators: named users (``sim-annotator-K@simulated.local``) who label through the real
+Label Studio API from the hidden ground truth, for unattended runs and tests. Never a person.
+
+Review: the oracle says good when the result's masked PSNR against the hidden GT is >= 20 dB
+(:func:`rorem_core.metrics.oracle_success`); a bad result gets the reason ``object_remains`` when
+it is closer (inside the mask) to the source than to the GT, else ``artifacts``.
+Pairwise: the result with the higher masked PSNR against the GT is preferred.
+Each annotator flips that judgement with its own error rate (see
+:class:`annotation.config.SimulatedConfig`) and skips a task with ``skip_rate``; every decision is
+a pure function of (seed, annotator, task key), so reruns are reproducible and already-labelled
+tasks are left alone (labelling twice adds nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from annotation.client import LabelStudioClient
+from annotation.config import AnnotationConfig
+from annotation.convert import BAD, GOOD, PREF, QUALITY, REASON
+from rorem_core.formats import Candidate, FormatError, read_candidates, resolve_in_root
+from rorem_core.images import load_mask, load_rgb
+from rorem_core.metrics import ORACLE_PSNR_DB, masked_psnr
+
+SIM_LEAD_TIME_S = 1.0  # recorded lead time of simulated labels (real people take longer)
+
+
+@dataclass
+class SimulationReport:
+    created: dict[str, int] = field(default_factory=dict)   # project kind -> annotations created
+    skipped: dict[str, int] = field(default_factory=dict)   # project kind -> cancelled (skipped) ones
+    already: dict[str, int] = field(default_factory=dict)   # project kind -> (task, annotator) already done
+
+
+def read_hidden_gt(path: Path) -> dict[str, Path]:
+    """``data/hidden/round-N/meta.json`` = ``[{"id", "GT"}]`` -> {input id: GT file}."""
+    path = Path(path)
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise FormatError(f"{path}: cannot read the hidden ground truth ({e})") from e
+    return {r["id"]: resolve_in_root(path.parent, r["GT"], where=str(path)) for r in rows}
+
+
+class Oracle:
+    """Masked PSNR of each candidate's result against the hidden GT (cached)."""
+
+    def __init__(self, candidates: list[Candidate], base: Path, gt: dict[str, Path]):
+        self.base, self.gt = Path(base), gt
+        self.cands = {c.id: c for c in candidates}
+        self._psnr: dict[str, tuple[float, float]] = {}
+
+    def psnr(self, cid: str) -> tuple[float, float]:
+        """(masked PSNR result vs GT, masked PSNR result vs source), dB."""
+        if cid not in self._psnr:
+            c = self.cands[cid]
+            if c.input_id not in self.gt:
+                raise FormatError(f"no hidden GT for input {c.input_id!r} (candidate {cid}); "
+                                  "check data/hidden/round-N/meta.json")
+            result, mask = load_rgb(self.base / c.result), load_mask(self.base / c.mask)
+            self._psnr[cid] = (masked_psnr(result, load_rgb(self.gt[c.input_id]), mask),
+                               masked_psnr(result, load_rgb(self.base / c.source), mask))
+        return self._psnr[cid]
+
+    def review(self, cid: str) -> tuple[str, list[str]]:
+        to_gt, to_src = self.psnr(cid)
+        if to_gt >= ORACLE_PSNR_DB:
+            return GOOD, []
+        return BAD, ["object_remains" if to_src > to_gt else "artifacts"]
+
+
+def _uniforms(seed: int, annotator: int, key: str) -> tuple[float, float]:
+    """Two U(0,1) draws that depend only on (seed, annotator, task key)."""
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    u = np.random.default_rng([seed, annotator, h]).random(2)
+    return float(u[0]), float(u[1])
+
+
+def ensure_simulated_users(client: LabelStudioClient, names: tuple[str, ...]) -> dict[str, int]:
+    """Create the simulated accounts (no password: they cannot log in to the UI); email -> user id."""
+    have = {u["email"]: u["id"] for u in client.users()}
+    for name in names:
+        if name not in have:
+            have[name] = client.create_user(name, first_name="SIMULATED", last_name="annotator")["id"]
+    return {n: have[n] for n in names}
+
+
+def _label_project(client: LabelStudioClient, cfg: AnnotationConfig, project_id: int, kind: str,
+                   oracle: Oracle, users: dict[str, int], report: SimulationReport) -> None:
+    sim = cfg.simulated
+    rates = sim.error_rates()
+    names = list(users)
+    per_task = min(cfg.overlap, len(names))
+    tasks = sorted(client.iter_tasks(project_id, include="id,data,annotators"), key=lambda t: t["id"])
+    for t_index, task in enumerate(tasks):
+        data, done_by = task["data"], set(task.get("annotators") or [])
+        key = data.get("candidate_id") if kind == "review" else data.get("pair_id")
+        if key is None:
+            continue
+        for j in range(per_task):
+            k = (t_index + j) % len(names)
+            if users[names[k]] in done_by:
+                report.already[kind] = report.already.get(kind, 0) + 1
+                continue
+            u_skip, u_err = _uniforms(sim.seed, k, f"{kind}:{key}")
+            if u_skip < sim.skip_rate:
+                client.create_annotation(task["id"], [], completed_by=users[names[k]], was_cancelled=True)
+                report.skipped[kind] = report.skipped.get(kind, 0) + 1
+                continue
+            result = (_review_result(oracle, key, u_err < rates[k]) if kind == "review"
+                      else _pair_result(oracle, data, u_err < rates[k]))
+            client.create_annotation(task["id"], result, completed_by=users[names[k]], lead_time=SIM_LEAD_TIME_S)
+            report.created[kind] = report.created.get(kind, 0) + 1
+
+
+def _review_result(oracle: Oracle, cid: str, flip: bool) -> list[dict]:
+    label, reasons = oracle.review(cid)
+    if flip:
+        label, reasons = (BAD, ["artifacts"]) if label == GOOD else (GOOD, [])
+    result = [{"from_name": QUALITY, "to_name": "img_result", "type": "choices", "value": {"choices": [label]}}]
+    if reasons:
+        result.append({"from_name": REASON, "to_name": "img_result", "type": "choices",
+                       "value": {"choices": reasons}})
+    return result
+
+
+def _pair_result(oracle: Oracle, data: dict, flip: bool) -> list[dict]:
+    left, right = oracle.psnr(data["candidate_left"])[0], oracle.psnr(data["candidate_right"])[0]
+    side = "left" if left >= right else "right"
+    if flip:
+        side = "right" if side == "left" else "left"
+    return [{"from_name": PREF, "to_name": "left", "type": "pairwise", "value": {"selected": side}}]
+
+
+def simulate_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: int, candidates_path: Path,
+                   hidden_meta: Path) -> SimulationReport:
+    """Let every simulated annotator label its share of the round's review and pairwise tasks."""
+    candidates_path = Path(candidates_path)
+    oracle = Oracle(read_candidates(candidates_path), candidates_path.parent, read_hidden_gt(hidden_meta))
+    users = ensure_simulated_users(client, cfg.simulated.names)
+    report = SimulationReport()
+    kinds = ("review", "pairwise") if cfg.pairwise else ("review",)
+    for kind in kinds:
+        proj = client.find_project(cfg.project_title(round_id, kind))
+        if proj is not None:
+            _label_project(client, cfg, proj["id"], kind, oracle, users, report)
+    return report
