@@ -55,7 +55,8 @@ def tiny_params(root: Path, **sizes) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["base"].update(cache_dir=str(root / ".rorem" / "cache"), work_dir=str(root / ".rorem" / "work"),
                           wandb_mode="disabled", device="cpu")
-    params["bootstrap"]["synthetic"].update({"n_seed": 400, "pool_size": 40, "n_pools": 2, **sizes}  # test split: the default 400)
+    # the test split keeps its default size (400): learning checks are judged on it
+    params["bootstrap"]["synthetic"].update({"n_seed": 400, "pool_size": 40, "n_pools": 2, **sizes})
     return params
 
 
