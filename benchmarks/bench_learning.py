@@ -33,7 +33,7 @@ def main() -> None:
     print(f"autoencoder held-out reconstruction PSNR: {boot.ae_psnr_db:.2f} dB")
     print("base remover (shipped) on the test split:\n" + r["base_table"])
     print(f"\none default round of fine-tuning ({r['train']['steps']} steps on {r['train']['n_train']} seed triplets): "
-          f"loss {r['loss_first_third']:.4f} -> {r['loss_last_third']:.4f}")
+          f"training-set loss (fixed t, noise) {r['loss_before']:.5f} -> {r['loss_after']:.5f}")
     print(r["after_table"].splitlines()[0] + "\n" + r["after_table"].splitlines()[1])
     pd = r["paired"]
     print(f"paired change: masked PSNR {pd['delta_db']:+.2f} +- {pd['delta_db_sem']:.2f} dB, success "

@@ -29,9 +29,8 @@ def run_check(params: dict, model_dir: Path, data: Path, out: Path) -> dict:
     tr = train_remover.run(stage_config("train_remover", params), model_dir, [data / "seed"], out / "round-1")
     after = evaluate.run(ev_cfg, out / "round-1", data / "test", out / "eval_round1")
     after_rows = json.loads((out / "eval_round1" / "per_image.json").read_text())
-    losses = json.loads((out / "round-1" / "train_summary.json").read_text())["losses"]
-    third = max(1, len(losses) // 3)
+    summary = json.loads((out / "round-1" / "train_summary.json").read_text())
     return {"base": base.metrics, "base_table": base.table, "after": after.metrics["remover"],
             "after_table": after.table, "paired": paired_delta(base_rows, after_rows),
-            "loss_first_third": float(np.mean([v for _, v in losses[:third]])),
-            "loss_last_third": float(np.mean([v for _, v in losses[-third:]])), "train": tr.model_dump()}
+            "loss_before": summary["fixed_loss_before"], "loss_after": summary["fixed_loss_after"],
+            "train": tr.model_dump()}

@@ -64,6 +64,26 @@ def unet_forward(unet, z_t, t, batch, cond: PromptEmbeds, resolution: int) -> to
     return unet(x, t, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
 
 
+@torch.no_grad()
+def fixed_set_loss(unet, sched, cond: PromptEmbeds, cfg: TrainRemoverConfig, entries, device, n: int = 256) -> float:
+    """Training loss on the first ``n`` entries with fixed timesteps and noise (no augmentation).
+
+    The per-step training loss is dominated by the random timestep; this deterministic figure,
+    taken before and after training, shows whether training moved the loss on its data."""
+    from rorem_core.latents import load_batch
+
+    quiet = cfg.model_copy(update={"augment_dihedral": False})
+    loss_fn = make_remover_loss(unet, sched, cond, quiet, device)
+    was_training, total, count = unet.training, 0.0, 0
+    unet.eval()
+    for i in range(0, min(n, len(entries)), cfg.batch_size):
+        chunk = entries[i:min(i + cfg.batch_size, n)]
+        loss, _ = loss_fn(load_batch(chunk), torch.Generator().manual_seed(10_007 + i))
+        total, count = total + float(loss) * len(chunk), count + len(chunk)
+    unet.train(was_training)
+    return total / count
+
+
 def make_remover_loss(unet, sched, cond: PromptEmbeds, cfg: TrainRemoverConfig, device):
     mse = get_loss("mse")
 
@@ -143,9 +163,11 @@ def train_remover(cfg: TrainRemoverConfig, init_ref: str | Path, train_metas: Se
 
     acc = make_accelerator(cfg.base, cfg, work)
     loss_fn = make_remover_loss(unet, sched, cond, cfg, device or acc.device)
+    loss_before = fixed_set_loss(unet, sched, cond, cfg, entries, device or acc.device)
     result, unet = run_training(base=cfg.base, params=cfg, model=unet, trainable=trainable, entries=entries,
                                 compute_loss=loss_fn, work_dir=work, run_name=run_name,
                                 tracker_config=cfg.model_dump(), wandb_group=wandb_group, accelerator=acc)
+    result.fixed_loss = (loss_before, fixed_set_loss(unet, sched, cond, cfg, entries, device or acc.device))
     if acc.is_main_process:
         save_remover(unet, cfg, init_ref, out_dir, result)
     return result
@@ -161,4 +183,6 @@ def save_remover(unet, cfg: TrainRemoverConfig, init_ref, out_dir: Path, result:
             write_ref(tmp, init_ref, unet="unet", lora=None)
         write_json_atomic(tmp / "train_summary.json", {
             "steps": result.steps, "resumed_from": result.resumed_from, "first_loss": result.first_loss,
-            "last_loss": result.last_loss, "losses": result.losses, "config": cfg.model_dump()})
+            "last_loss": result.last_loss, "losses": result.losses, "config": cfg.model_dump(),
+            # deterministic loss on (up to 256 of) the training entries before and after training
+            "fixed_loss_before": result.fixed_loss[0], "fixed_loss_after": result.fixed_loss[1]})

@@ -42,6 +42,7 @@ class TrainResult:
     steps: int
     resumed_from: int
     losses: list[tuple[int, float]] = field(default_factory=list)   # (step, mean loss over log window)
+    fixed_loss: tuple[float, float] | None = None   # optional (before, after) on a fixed set, set by stages
 
     @property
     def first_loss(self) -> float:

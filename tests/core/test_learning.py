@@ -25,10 +25,13 @@ def test_base_remover_removes(check):
 
 def test_round_finetune_lowers_loss_and_keeps_quality(check):
     p = check["paired"]
-    print(f"\nround fine-tune: loss {check['loss_first_third']:.4f} -> {check['loss_last_third']:.4f}; "
+    print(f"\nround fine-tune: training-set loss {check['loss_before']:.5f} -> {check['loss_after']:.5f}; "
           f"masked PSNR change {p['delta_db']:+.2f} +- {p['delta_db_sem']:.2f} dB; success change "
           f"{100 * p['delta_success']:+.1f} points\n" + check["after_table"])
-    assert check["loss_last_third"] < check["loss_first_third"]
-    assert p["delta_db"] > -2 * p["delta_db_sem"], "fine-tuning lowered masked PSNR beyond noise"
-    n = check["after"]["all"]["n"]
+    assert check["loss_after"] < check["loss_before"], "fine-tuning did not lower the loss on its data"
+    after, base = check["after"]["all"], check["base"]["leave_object"]["all"]
+    # "does not lower these figures": the bars still hold, and any change is within a small band
+    assert after["masked_psnr"] - base["masked_psnr"] >= 9.0 and after["success_rate"] >= 0.80
+    assert p["delta_db"] > -0.25, f"fine-tuning lowered masked PSNR by {-p['delta_db']:.2f} dB"
+    n = after["n"]
     assert p["delta_success"] > -2 * (0.25 / n) ** 0.5, "fine-tuning lowered the success rate beyond noise"
