@@ -64,6 +64,14 @@ def test_lora_mode_trains_only_adapters_and_saves_diffusers_lora(tiny_workspace,
     y0 = base(x, 500, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
     y1 = merged(x, 500, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
     assert not torch.allclose(y0, y1), "the trained adapter has no effect"
+    # generation with the LoRA remover and the LCM scheduler (4 steps), as for a distilled student
+    from rorem_core.inference import Remover
+
+    rm = Remover.load(out, cache_dir=str(tmp_path / "cache"), resolution=64)
+    x, m = torch.rand(2, 3, 64, 64) * 2 - 1, torch.zeros(2, 1, 64, 64)
+    m[..., 16:40, 16:40] = 1
+    y = rm.remove(x, m, [3, 4], steps=4, scheduler="lcm")
+    assert y.shape == (2, 3, 64, 64) and torch.isfinite(y).all()
 
 
 def _write_params(tmp_path, steps):
