@@ -1,0 +1,107 @@
+"""Pure agreement metrics of a discriminator against human (or simulated) labels, numpy only.
+
+Inputs are aligned 1-D arrays: ``labels`` in [0, 1] (1 = good removal; soft labels, e.g. the mean of
+several annotators, are thresholded at 0.5 where a class is needed) and ``scores`` (probabilities
+for the "bce" discriminator, RORem's softplus score otherwise). RORem reports that the success rate
+its discriminator estimates deviates from the human one by less than 3 points.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def _arrays(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    y, s = np.asarray(labels, np.float64).ravel(), np.asarray(scores, np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"labels {y.shape} and scores {s.shape} must be aligned 1-D arrays")
+    return y, s
+
+
+def accuracy(labels, scores, threshold: float = 0.5) -> float:
+    """mean( [score > threshold] == [label > 0.5] )."""
+    y, s = _arrays(labels, scores)
+    return float(np.mean((s > threshold) == (y > 0.5))) if len(y) else float("nan")
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` with ties given their average rank (as scipy.stats.rankdata)."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    # boundaries of runs of equal values in the sorted array
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    ends = np.r_[starts[1:], len(xs)]
+    ranks = np.empty(len(x), np.float64)
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + 1 + b) / 2.0   # mean of ranks a+1 .. b
+    return ranks
+
+
+def roc_auc(labels, scores) -> float | None:
+    """Area under the ROC curve by the rank (Mann-Whitney U) formula, ties counted 1/2:
+
+        AUC = (sum_{i: y_i = 1} rank_i - n_pos (n_pos + 1) / 2) / (n_pos n_neg)
+
+    None when only one class is present (AUC undefined)."""
+    y, s = _arrays(labels, scores)
+    pos = y > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    r = average_ranks(s)
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def expected_calibration_error(labels, probs, bins: int = 10) -> float:
+    """ECE with ``bins`` equal-width bins on [0, 1] (probabilities clipped into it):
+
+        ECE = sum_b (n_b / n) | mean_{i in b} y_i - mean_{i in b} p_i |
+
+    Bin b holds p in [b/B, (b+1)/B), the last bin also p = 1. Labels may be soft."""
+    y, p = _arrays(labels, probs)
+    if not len(y):
+        return float("nan")
+    p = np.clip(p, 0.0, 1.0)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            ece += sel.mean() * abs(y[sel].mean() - p[sel].mean())
+    return float(ece)
+
+
+def agreement(labels, scores, *, threshold: float = 0.5, bins: int = 10) -> dict:
+    """All metrics of one group: n, accuracy, roc_auc, ece, and success rates:
+    ``human_success_rate`` = mean label, ``est_success_rate`` = fraction scored > threshold (RORem's
+    estimate), ``est_success_rate_mean`` = mean clipped score (the calibrated expectation),
+    ``success_rate_deviation`` = |est - human| (RORem: < 0.03)."""
+    y, s = _arrays(labels, scores)
+    human, est = float(y.mean()) if len(y) else float("nan"), float((s > threshold).mean()) if len(y) else float("nan")
+    return {"n": int(len(y)), "n_good": int((y > 0.5).sum()), "accuracy": accuracy(y, s, threshold),
+            "roc_auc": roc_auc(y, s), "ece": expected_calibration_error(y, s, bins),
+            "human_success_rate": human, "est_success_rate": est,
+            "est_success_rate_mean": float(np.clip(s, 0, 1).mean()) if len(y) else float("nan"),
+            "success_rate_deviation": abs(est - human)}
+
+
+def grouped_agreement(labels, scores, groups: Mapping[str, Sequence[str | None]] | None = None, *,
+                      threshold: float = 0.5, bins: int = 10) -> dict[str, dict]:
+    """``agreement`` overall ("all") and per value of each grouping, e.g. groups={"band": [...]} gives
+    "band_easy", "band_hard"; samples whose value is None are only counted in "all"."""
+    y, s = _arrays(labels, scores)
+    out = {"all": agreement(y, s, threshold=threshold, bins=bins)}
+    for name, values in (groups or {}).items():
+        if len(values) != len(y):
+            raise ValueError(f"group {name!r} has {len(values)} values for {len(y)} samples")
+        members: dict[str, list[int]] = defaultdict(list)
+        for i, v in enumerate(values):
+            if v is not None:
+                members[f"{name}_{v}"].append(i)
+        for key in sorted(members):
+            sel = np.array(members[key])
+            out[key] = agreement(y[sel], s[sel], threshold=threshold, bins=bins)
+    return out

@@ -1,0 +1,88 @@
+"""Stage 8, auto_score: score every candidate with the discriminator (batched) and turn the accepted
+ones (score > threshold) into training triplets in RORem's format, the result image as GT.
+
+Output folder (a training dataset on its own; the input manifest is never edited):
+  candidates.json   every candidate with ``score`` and ``score_model``
+  meta.json         accepted triplets: source, mask, GT = result, score, id, input_id, round
+  inputs/ results/  the candidates' images, hard-linked (copied across filesystems), so every path in
+                    both JSON files stays inside the folder (``resolve_in_root`` refuses escaping paths)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from rorem_core.formats import (
+    Triplet,
+    read_candidates,
+    resolve_in_root,
+    write_candidates,
+    write_entries,
+)
+from rorem_core.io import atomic_dir, link_or_copy
+from rorem_core.selection import (
+    AutoScoreConfig,
+    Scorer,
+    accepted,
+    read_selection_ids,
+)
+from rorem_core.stages import _cli
+
+
+class AutoScoreResult(BaseModel):
+    out_dir: str
+    metrics: dict
+
+
+def manifest_path(p: Path) -> Path:
+    return p / "candidates.json" if p.is_dir() else p
+
+
+def run(cfg: AutoScoreConfig, discriminator: Path, candidates: Path, out_dir: Path, *,
+        exclude: Path | None = None) -> AutoScoreResult:
+    manifest = manifest_path(candidates)
+    cands = read_candidates(manifest)
+    scorer = Scorer.load(discriminator, cfg.base, batch_size=cfg.batch_size, dtype=cfg.dtype)
+    scores = scorer.score_candidates(manifest, cands)
+    thr = scorer.threshold if cfg.threshold is None else cfg.threshold
+    skip = read_selection_ids(exclude) if exclude else set()
+    good = accepted(cands, scores, thr, skip)
+    with atomic_dir(out_dir) as tmp:
+        for c in cands:
+            for rel in (c.source, c.mask, c.result):
+                link_or_copy(resolve_in_root(manifest.parent, rel, where=f"{manifest} {c.id}"), tmp / rel, cfg.link)
+        write_candidates(tmp / "candidates.json", [c.model_copy(update={"score": float(s), "score_model": str(discriminator)})
+                                                   for c, s in zip(cands, scores)])
+        by_id = dict(zip((c.id for c in cands), scores))
+        write_entries(tmp / "meta.json", [Triplet(source=c.source, mask=c.mask, GT=c.result, score=float(by_id[c.id]),
+                                                  id=c.id, input_id=c.input_id, round=c.round) for c in good])
+    n = len(cands)
+    metrics = {"n_candidates": n, "n_excluded": len(skip & set(by_id)), "n_accepted": len(good), "threshold": thr,
+               "acceptance_rate": len(good) / n if n else 0.0,
+               "score_mean": float(np.mean(scores)) if n else None,
+               "score_quantiles": [float(q) for q in np.quantile(scores, [0.1, 0.5, 0.9])] if n else None}
+    return AutoScoreResult(out_dir=str(out_dir), metrics=metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _cli.parser("auto_score", __doc__)
+    p.add_argument("--discriminator", type=Path, required=True, help="our discriminator dir or RORem's checkpoint")
+    p.add_argument("--candidates", type=Path, required=True, help="candidates folder or candidates.json")
+    p.add_argument("--exclude", type=Path, help="selection JSON: candidates sent to humans are not auto-accepted")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--metrics", type=Path)
+    args = p.parse_args(argv)
+
+    def body(cfg):
+        res = run(cfg, args.discriminator, args.candidates, args.out, exclude=args.exclude)
+        _cli.write_metrics(args.metrics, res.metrics)
+        return res
+
+    return _cli.run_main("auto_score", args, body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

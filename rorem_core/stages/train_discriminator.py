@@ -1,0 +1,73 @@
+"""Stage 7, train_discriminator: the reward model on ALL human labels so far (scored meta.json of rounds
+1..N), with a held-out split by input that is never trained on; writes the discriminator and its
+agreement metrics on the held-out labels (accuracy, ROC-AUC, ECE, estimated vs human success rate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from rorem_core.discriminator import is_no_discriminator
+from rorem_core.discriminator_train import TrainDiscriminatorConfig, train_discriminator
+from rorem_core.stages import _cli
+
+
+class TrainDiscriminatorResult(BaseModel):
+    out_dir: str
+    metrics: dict
+
+
+def meta_path(p: Path) -> Path:
+    """Accept a label folder (``scored/meta.json`` as the annotation pull writes, or ``meta.json``) or a file."""
+    if p.is_dir():
+        return p / "scored" / "meta.json" if (p / "scored" / "meta.json").is_file() else p / "meta.json"
+    return p
+
+
+def rounds_labels(root: Path, round_id: int) -> list[Path]:
+    """``root/round-1 .. root/round-N``: every human label so far; a missing round is an error."""
+    folders = [root / f"round-{k}" for k in range(1, round_id + 1)]
+    missing = [str(f) for f in folders if not meta_path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no labels (scored/meta.json or meta.json) in {missing}; pull the annotations "
+                                "of those rounds first, or pass the label folders with --labels")
+    return folders
+
+
+def _optional(p: Path | None) -> Path | None:
+    """``--prev none`` or round 0's marker (models/discriminator/round-0) means no previous discriminator."""
+    return None if is_no_discriminator(p) else p
+
+
+def run(cfg: TrainDiscriminatorConfig, init: Path, labels: list[Path], out_dir: Path, *, prev: Path | None = None,
+        round_id: int = 1) -> TrainDiscriminatorResult:
+    metrics = train_discriminator(cfg, init, [meta_path(p) for p in labels], out_dir, prev=prev,
+                                  run_name=f"train_discriminator/round-{round_id}", wandb_group=f"round-{round_id}")
+    return TrainDiscriminatorResult(out_dir=str(out_dir), metrics=metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _cli.parser("train_discriminator", __doc__)
+    p.add_argument("--round", type=int, default=1)
+    p.add_argument("--init", type=Path, required=True, help="UNet to start from: base model dir or a remover")
+    p.add_argument("--labels", type=Path, nargs="*", default=[], help="scored label folders / meta.json files")
+    p.add_argument("--labels-root", type=Path, help="read ROOT/round-1..N (N = --round), e.g. data/annotations")
+    p.add_argument("--prev", type=Path, help="previous round's discriminator (keeps its held-out split); 'none' = no")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--metrics", type=Path)
+    args = p.parse_args(argv)
+
+    def body(cfg):
+        labels = list(args.labels) + (rounds_labels(args.labels_root, args.round) if args.labels_root else [])
+        if not labels:
+            p.error("give --labels and/or --labels-root")
+        res = run(cfg, args.init, labels, args.out, prev=_optional(args.prev), round_id=args.round)
+        _cli.write_metrics(args.metrics, res.metrics)
+        return res
+
+    return _cli.run_main("train_discriminator", args, body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""Agreement metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rorem_core.discriminator_metrics import (
+    accuracy,
+    agreement,
+    average_ranks,
+    expected_calibration_error,
+    grouped_agreement,
+    roc_auc,
+)
+
+
+def test_average_ranks_ties():
+    np.testing.assert_allclose(average_ranks(np.array([0.3, 0.1, 0.3, 0.9])), [2.5, 1.0, 2.5, 4.0])
+
+
+def test_roc_auc_hand_values():
+    # positives 0.8, 0.4; negatives 0.6, 0.2: pairs (0.8>0.6, 0.8>0.2, 0.4<0.6, 0.4>0.2) -> 3/4
+    assert roc_auc([1, 1, 0, 0], [0.8, 0.4, 0.6, 0.2]) == pytest.approx(0.75)
+    assert roc_auc([1, 0], [0.5, 0.5]) == pytest.approx(0.5)          # a tie counts 1/2
+    assert roc_auc([1, 1, 0], [0.9, 0.8, 0.1]) == pytest.approx(1.0)
+    assert roc_auc([0, 0, 1], [0.9, 0.8, 0.1]) == pytest.approx(0.0)
+    assert roc_auc([1, 1], [0.2, 0.3]) is None                          # one class: undefined
+
+
+def test_roc_auc_matches_pairwise_count():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    s = np.round(rng.random(60), 1)                                     # many ties
+    pos, neg = s[y == 1], s[y == 0]
+    naive = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert roc_auc(y, s) == pytest.approx(naive)
+
+
+def test_ece_hand_value():
+    # bin [0.2,0.3): p=0.2,0.2 labels 0,1 -> |0.5-0.2| * 2/4; bin [0.9,1]: p=0.9,1.0 labels 1,1 -> |1-0.95| * 2/4
+    assert expected_calibration_error([0, 1, 1, 1], [0.2, 0.2, 0.9, 1.0]) == pytest.approx(0.15 + 0.025)
+    assert expected_calibration_error([1, 0], [1.0, 0.0]) == pytest.approx(0.0)
+
+
+def test_accuracy_and_success_rates():
+    y, s = [1, 0, 1, 0], [0.9, 0.6, 0.4, 0.1]
+    assert accuracy(y, s, 0.5) == pytest.approx(0.5)
+    a = agreement(y, s, threshold=0.5)
+    assert a["human_success_rate"] == pytest.approx(0.5)
+    assert a["est_success_rate"] == pytest.approx(0.5)                  # 0.9 and 0.6 above 0.5
+    assert a["est_success_rate_mean"] == pytest.approx(0.5)
+    assert a["success_rate_deviation"] == pytest.approx(0.0)
+    assert a["n"] == 4 and a["n_good"] == 2
+
+
+def test_grouped_agreement_splits_by_value():
+    g = grouped_agreement([1, 0, 1, 0], [0.9, 0.1, 0.2, 0.8], {"band": ["easy", "easy", "hard", None]})
+    assert set(g) == {"all", "band_easy", "band_hard"}
+    assert g["band_easy"]["accuracy"] == 1.0 and g["band_easy"]["n"] == 2
+    assert g["band_hard"]["accuracy"] == 0.0 and g["band_hard"]["n"] == 1
+    assert g["all"]["n"] == 4
+    with pytest.raises(ValueError, match="group"):
+        grouped_agreement([1, 0], [0.5, 0.5], {"band": ["x"]})

@@ -1,0 +1,141 @@
+"""Smoke tests of the three stages on a small synthetic round (Telea / leave-the-object candidates,
+oracle labels) and a random tiny model: each ``run()`` writes its declared outputs, ``main()`` parses
+its argv, training resumes from its checkpoint, and the outputs resolve inside their folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from rorem_core.discriminator import INFO_FILE, read_info
+from rorem_core.discriminator_train import TrainDiscriminatorConfig
+from rorem_core.formats import read_candidates, read_triplets, resolve_in_root
+from rorem_core.oracle_labels import build_oracle_labels
+from rorem_core.selection import AutoScoreConfig, SelectConfig
+from rorem_core.stages import auto_score, select, train_discriminator
+
+from .conftest import base_cfg
+
+TRAIN = dict(steps=3, batch_size=8, lr=1e-3, lr_schedule="constant", lr_warmup_steps=0, checkpoint_every=2,
+             log_every=1, heldout_fraction=0.3, eval_batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def labels(small_round, tmp_path_factory):
+    out = tmp_path_factory.mktemp("labels") / "round-1"
+    counts = build_oracle_labels(small_round.candidates / "candidates.json", small_round.hidden, out, seed=1)
+    return out, counts
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model, labels, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = TrainDiscriminatorConfig(base=base_cfg(tmp, tiny_model), **TRAIN)
+    first = train_discriminator.run(cfg, tiny_model, [labels[0]], tmp / "disc", round_id=1)
+    return cfg, tmp, first
+
+
+def test_oracle_labels(labels):
+    out, counts = labels
+    entries = read_triplets(out / "meta.json")
+    assert counts["n"] == len(entries) == 12 * 2 + 12 * 3              # 2 candidates + gt/leave/noise per input
+    assert counts["good_rate_gt"] == 1.0 and counts["good_rate_leave"] == 0.0
+    assert counts["good_rate_noise"] == 0.0
+    for e in entries:                                                   # every path resolves inside the folder
+        for rel in (e.source, e.mask, e.GT):
+            assert resolve_in_root(out, rel).is_file()
+        assert e.score in (0.0, 1.0) and e.kind in ("candidate", "gt", "leave", "noise")
+
+
+def test_train_discriminator_writes_model_split_and_metrics(trained, labels):
+    cfg, tmp, res = trained
+    out = tmp / "disc"
+    assert {INFO_FILE, "pytorch_lora_weights.safetensors", "head.safetensors", "split.json",
+            "heldout_scores.json", "train_summary.json"} <= {p.name for p in out.iterdir()}
+    info = read_info(out)
+    assert info.loss == "bce" and info.resolution == 64 and info.lora_rank == cfg.lora_rank
+    split = json.loads((out / "split.json").read_text())
+    assert split["heldout"] and split["train"] and not set(split["heldout"]) & set(split["train"])
+    m = res.metrics
+    assert m["steps"] == 3 and m["n_heldout_samples"] + m["n_train_samples"] == 60
+    assert {"accuracy", "roc_auc", "ece", "est_success_rate", "human_success_rate"} <= set(m["heldout"]["all"])
+    assert {"kind_gt", "kind_leave", "kind_candidate"} <= set(m["heldout"])
+    rows = json.loads((out / "heldout_scores.json").read_text())
+    assert len(rows) == m["n_heldout_samples"] and all(0 <= r["score"] <= 1 for r in rows)
+
+
+def test_train_discriminator_resumes_and_keeps_split(trained, labels, tiny_model):
+    cfg, tmp, _ = trained
+    again = train_discriminator.run(cfg, tiny_model, [labels[0]], tmp / "disc2")
+    assert again.metrics["resumed_from"] == 2                           # checkpoint-2 of the same config
+    # a later round with another fraction keeps the previous held-out inputs held out
+    later = cfg.model_copy(update={"heldout_fraction": 0.0})
+    train_discriminator.run(later, tiny_model, [labels[0]], tmp / "disc3", prev=tmp / "disc")
+    old, new = (json.loads((tmp / d / "split.json").read_text()) for d in ("disc", "disc3"))
+    assert old["heldout"] and old["heldout"] == new["heldout"]
+
+
+def test_auto_score_accepts_and_links(trained, small_round, tiny_model, tmp_path):
+    _, tmp, _ = trained
+    acfg = AutoScoreConfig(base=base_cfg(tmp, tiny_model), threshold=0.0, batch_size=5)
+    res = auto_score.run(acfg, tmp / "disc", small_round.candidates, tmp_path / "auto")
+    cands = read_candidates(tmp_path / "auto" / "candidates.json")
+    assert len(cands) == 24 and all(c.score is not None and 0 < c.score < 1 for c in cands)
+    acc = read_triplets(tmp_path / "auto" / "meta.json")
+    assert res.metrics["n_accepted"] == len(acc) == 24                  # threshold 0: every probability passes
+    for t in acc:
+        assert all(resolve_in_root(tmp_path / "auto", r).is_file() for r in (t.source, t.mask, t.GT))
+    assert t.GT.startswith("results/")                                  # the result image is the GT
+    # humans' candidates are excluded; a high threshold accepts nothing
+    sel = tmp_path / "sel.json"
+    sel.write_text(json.dumps({"items": [{"id": cands[0].id}]}))
+    res2 = auto_score.run(acfg.model_copy(update={"threshold": 0.999}), tmp / "disc", small_round.candidates,
+                          tmp_path / "auto2", exclude=sel)
+    assert res2.metrics["n_accepted"] == 0 and res2.metrics["n_excluded"] == 1
+
+
+def test_select_random_then_mixed(trained, small_round, tiny_model, tmp_path):
+    _, tmp, _ = trained
+    scfg = SelectConfig(base=base_cfg(tmp, tiny_model), n_select=6, uncertain_fraction=0.5)
+    r1 = select.run(scfg, small_round.candidates, tmp_path / "s1.json", round_id=1)
+    assert r1.metrics["method"] == "random" and r1.metrics["n_random"] == 6
+    r2 = select.run(scfg, small_round.candidates, tmp_path / "s2.json", discriminator=tmp / "disc", round_id=2)
+    doc = json.loads((tmp_path / "s2.json").read_text())
+    assert r2.metrics["n_uncertain"] == 3 and r2.metrics["n_random"] == 3 and len(doc["items"]) == 6
+    assert all(it["score"] is not None for it in doc["items"])
+
+
+def test_mains_parse_argv(trained, labels, small_round, tiny_model, tmp_path):
+    _, tmp, _ = trained
+    params = {"base": base_cfg(tmp, tiny_model).model_dump(), "select": {"fraction": 0.5, "unit": "input"},
+              "auto_score": {"batch_size": 8}, "train_discriminator": {**TRAIN, "steps": 1}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    p = str(tmp_path / "params.yaml")
+    # rounds 1..N from a root (the annotation layout), 'none' = no previous discriminator
+    assert train_discriminator.main(["--params", p, "--round", "1", "--init", str(tiny_model), "--labels-root",
+                                     str(labels[0].parent), "--prev", "none", "--out", str(tmp_path / "d"),
+                                     "--metrics", str(tmp_path / "m_train.json")]) == 0
+    assert json.loads((tmp_path / "m_train.json").read_text())["steps"] == 1
+    with pytest.raises(FileNotFoundError, match="round-2"):
+        train_discriminator.main(["--params", p, "--round", "2", "--init", str(tiny_model), "--labels-root",
+                                  str(labels[0].parent), "--out", str(tmp_path / "d2")])
+    assert select.main(["--params", p, "--candidates", str(small_round.candidates), "--out",
+                        str(tmp_path / "sel.json"), "--metrics", str(tmp_path / "m_sel.json"),
+                        "--discriminator", "none"]) == 0
+    assert json.loads((tmp_path / "m_sel.json").read_text())["n_selected_units"] == 6
+    assert auto_score.main(["--params", p, "--discriminator", str(tmp / "disc"), "--candidates",
+                            str(small_round.candidates / "candidates.json"), "--out", str(tmp_path / "auto"),
+                            "--metrics", str(tmp_path / "m_auto.json")]) == 0
+    assert json.loads((tmp_path / "m_auto.json").read_text())["n_candidates"] == 24
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**params, "select": {"fractoin": 0.5}}))
+    assert select.main(["--params", str(tmp_path / "bad.yaml"), "--candidates", str(small_round.candidates),
+                        "--out", str(tmp_path / "x.json")]) == 2     # typo in params: clean exit 2
+
+
+def test_config_checks(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="pos_weight"):
+        TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), loss="softplus_mse", balance="pos_weight")
+    with pytest.raises(ValueError, match="threshold"):
+        TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), threshold=1.5)
