@@ -15,7 +15,7 @@ import torch
 
 from rorem_core.latents import encode_images, mask_to_latent
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
-from rorem_core.models.loading import load_scheduler_config, load_unet, load_vae, vae_scale_factor
+from rorem_core.models.loading import load_scheduler_config, load_unet, load_vae, resolve_ref, vae_scale_factor
 from rorem_core.remover import DTYPES, unet_forward
 
 SCHEDULERS = {"euler": "EulerDiscreteScheduler", "lcm": "LCMScheduler"}
@@ -35,6 +35,8 @@ class Remover:
              device: str = "cpu") -> "Remover":
         dt = DTYPES[dtype]
         unet = load_unet(ref, dtype=dt).to(device).eval()
+        if resolve_ref(ref).lora:
+            unet.fuse_lora()  # merge a DPO / LCM LoRA into the weights: no adapter cost per step (RORem 4S)
         vae = load_vae(ref, dtype=torch.float32 if dtype == "fp16" else dt).to(device)
         return cls(unet=unet, vae=vae, cond=load_prompt_embeds(ref, cache_dir),
                    scheduler_config=load_scheduler_config(ref), resolution=resolution, name=str(ref))

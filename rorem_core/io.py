@@ -96,3 +96,66 @@ def sha256_bytes(*parts: bytes) -> str:
         h.update(len(p).to_bytes(8, "little"))
         h.update(p)
     return h.hexdigest()
+
+
+def link_or_copy(src: Path, dst: Path, mode: str = "hardlink") -> None:
+    """Place ``src`` at ``dst``: a hard link (no bytes copied; DVC-safe, files are never modified in place)
+    or a copy when asked or when linking fails (another filesystem)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    if mode == "hardlink":
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copy2(src, dst)
+
+
+class ArtifactCorrupt(RuntimeError):
+    """A stored artifact (model weights, checkpoint) is truncated or altered; the message names the
+    file and how to recover it."""
+
+
+def check_safetensors(path: str | os.PathLike, fix: str = "") -> None:
+    """Cheap integrity check of a ``.safetensors`` file without reading its tensors: the header must
+    parse and the file must be exactly as long as the header's last tensor says (catches truncation
+    and appended bytes). Raises ArtifactCorrupt naming the file and ``fix``."""
+    path = Path(path)
+    fix = fix or ("restore it with `dvc checkout` (or `dvc pull`), or re-run the stage that wrote it")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 or n > size - 8:
+                raise ValueError(f"header of {n} bytes does not fit in {size} bytes")
+            header = json.loads(f.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        expected = 8 + n + max(ends, default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise ArtifactCorrupt(f"{path}: unreadable safetensors file ({e}); {fix}") from None
+    if size != expected:
+        raise ArtifactCorrupt(f"{path}: truncated or altered safetensors file ({size} bytes, its header "
+                              f"says {expected}); {fix}")
+
+
+def file_manifest(folder: str | os.PathLike, skip: tuple[str, ...] = ()) -> dict[str, list]:
+    """{relative posix path: [size, sha256]} of every file under ``folder`` (names in ``skip`` left out)."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): [p.stat().st_size, sha256_file(p)]
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
+
+
+def manifest_problems(folder: str | os.PathLike, manifest: dict[str, list]) -> list[str]:
+    """What differs between ``folder`` and a ``file_manifest`` taken earlier (missing, size, content)."""
+    folder, out = Path(folder), []
+    for rel, (size, digest) in sorted(manifest.items()):
+        p = folder / rel
+        if not p.is_file():
+            out.append(f"{p} is missing")
+        elif p.stat().st_size != size:
+            out.append(f"{p} has {p.stat().st_size} bytes, {size} were written (truncated?)")
+        elif sha256_file(p) != digest:
+            out.append(f"{p} fails its sha256 (altered)")
+    return out

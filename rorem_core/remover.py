@@ -87,7 +87,8 @@ def fixed_set_loss(unet, sched, cond: PromptEmbeds, cfg: TrainRemoverConfig, ent
 def make_remover_loss(unet, sched, cond: PromptEmbeds, cfg: TrainRemoverConfig, device):
     mse = get_loss("mse")
 
-    def compute_loss(batch: dict, gen: torch.Generator):
+    def compute_loss(batch: dict, gen: torch.Generator, model=None):
+        """``model``: the accelerate-prepared UNet (DDP wrapper) the trainer passes; default the raw one."""
         if cfg.augment_dihedral:
             batch = augment(batch, gen)
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -95,29 +96,39 @@ def make_remover_loss(unet, sched, cond: PromptEmbeds, cfg: TrainRemoverConfig, 
         noise = torch.randn(z0.shape, generator=gen).to(device)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=gen).to(device)
         z_t = sched.add_noise(z0, noise, t)
-        pred = unet_forward(unet, z_t, t, batch, cond, cfg.base.resolution)
+        pred = unet_forward(model or unet, z_t, t, batch, cond, cfg.base.resolution)
         return mse(pred.float(), diffusion_target(sched, z0, noise, t).float())
 
     return compute_loss
 
 
-def add_lora(unet, rank: int, targets: list[str] | None = None) -> list[torch.nn.Parameter]:
+def add_lora(unet, rank: int, targets: list[str] | None = None, *, seed: int = 0) -> list[torch.nn.Parameter]:
+    """Inject a LoRA adapter; its gaussian init is drawn from ``seed`` (global RNG untouched), so two
+    runs of the same config start, and therefore end, with the same weights."""
     from peft import LoraConfig
 
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                target_modules=targets or LORA_TARGETS))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                    target_modules=targets or LORA_TARGETS))
     return [p for p in unet.parameters() if p.requires_grad]
 
 
 def save_lora(unet, out_dir: Path) -> None:
-    """diffusers format: loadable by ``pipe.load_lora_weights(out_dir)``."""
+    """``out_dir/pytorch_lora_weights.safetensors`` in the PEFT key format (``...lora_A/lora_B``, prefix
+    ``unet.``), which ``pipe.load_lora_weights`` and ``models.loading.load_lora_into`` read for ANY targets.
+
+    Not ``convert_state_dict_to_diffusers``: it rewrites attention keys only (``to_q.lora.down``) and
+    leaves conv / proj keys as ``lora_A``; diffusers' loader then sees the new format and silently drops
+    every attention LoRA of a mixed (LCM: attention + conv) adapter. Used by every LoRA we train
+    (remover, DPO, LCM student); the discriminator keeps RORem's attention-only layout for compatibility.
+    """
     from diffusers import StableDiffusionXLPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionXLPipeline.save_lora_weights(str(out_dir), unet_lora_layers=layers, safe_serialization=True)
+    StableDiffusionXLPipeline.save_lora_weights(str(out_dir), unet_lora_layers=get_peft_model_state_dict(unet),
+                                                safe_serialization=True)
 
 
 def triplet_files(meta_paths: Sequence[Path]) -> list[tuple[Path, Path, Path]]:
@@ -153,7 +164,7 @@ def train_remover(cfg: TrainRemoverConfig, init_ref: str | Path, train_metas: Se
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     configure_attention(unet, xformers={"auto": "auto", "on": True, "off": False}[cfg.xformers])
-    trainable = add_lora(unet, cfg.lora_rank) if cfg.mode == "lora" else list(unet.parameters())
+    trainable = add_lora(unet, cfg.lora_rank, seed=cfg.base.seed) if cfg.mode == "lora" else list(unet.parameters())
     # resumable state is keyed by what defines the run (config + init + data), so a changed run never
     # resumes a stale checkpoint; callers training from a temp dir pass a stable ``work_key``
     key = work_key or config_hash(cfg, str(Path(init_ref).resolve()), *map(str, files))[:16]

@@ -1,7 +1,9 @@
 """A generic resumable training loop on accelerate, shared by every training stage.
 
 The stage supplies the model, its trainable parameters, the list of latent-cache entries and a
-``compute_loss(batch, generator) -> (loss, metrics)``; this module owns the optimiser, the LR
+``compute_loss(batch, generator, model) -> (loss, metrics)``, where ``model`` is the one
+``accelerator.prepare`` returned: the gradient forward must go through it (DDP registers its
+gradient all-reduce in the wrapper's forward; calling the raw module trains each GPU on its own); this module owns the optimiser, the LR
 schedule, gradient accumulation, clipping, checkpoints (model + optimiser + scheduler + RNG via
 ``accelerator.save_state``), resume after a kill, trackers (wandb offline by default) and the
 progress bar.
@@ -28,11 +30,11 @@ import torch
 from tqdm.auto import tqdm
 
 from rorem_core.config import BaseConfig, TrainParams
-from rorem_core.io import write_json_atomic
+from rorem_core.io import file_manifest, manifest_problems, write_json_atomic
 from rorem_core.latents import load_batch
 
 log = logging.getLogger(__name__)
-LossFn = Callable[[dict, torch.Generator], tuple[torch.Tensor, dict]]
+LossFn = Callable[[dict, torch.Generator, torch.nn.Module], tuple[torch.Tensor, dict]]
 BatchFn = Callable[[list], dict]
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -104,22 +106,49 @@ def make_optimizer(params: TrainParams, trainable: list[torch.nn.Parameter]):
     return cls(trainable, lr=params.lr, betas=(0.9, 0.999), weight_decay=params.weight_decay, eps=1e-8)
 
 
+def checkpoint_problems(ckpt: Path) -> list[str]:
+    """Why ``ckpt`` cannot be resumed from ([] = complete): its ``train_state.json`` (written last)
+    lists every file's size and sha256, so a truncated or altered file is found before loading."""
+    try:
+        state = json.loads((ckpt / "train_state.json").read_text())
+    except (OSError, ValueError) as e:
+        return [f"{ckpt / 'train_state.json'} is unreadable ({e})"]
+    if "files" not in state:  # written before manifests existed: nothing to check against
+        return []
+    return manifest_problems(ckpt, state["files"])
+
+
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
-    found = [(int(m.group(1)), p) for p in ckpt_root.glob("checkpoint-*")
-             if (m := _CKPT.match(p.name)) and (p / "train_state.json").is_file()]
-    return max(found)[1] if found else None
+    """The newest complete checkpoint. A damaged one is never loaded: it is skipped with a warning
+    naming the bad file, and the previous complete one is used (resumed training is a pure function
+    of the step, so the final weights are the same; only the skipped steps are recomputed)."""
+    found = sorted(((int(m.group(1)), p) for p in ckpt_root.glob("checkpoint-*")
+                    if (m := _CKPT.match(p.name)) and (p / "train_state.json").is_file()), reverse=True)
+    for _, ckpt in found:
+        problems = checkpoint_problems(ckpt)
+        if not problems:
+            return ckpt
+        log.warning("not resuming from damaged checkpoint %s: %s; falling back to the previous complete "
+                    "checkpoint (delete %s to silence this; it is replaced when training reaches that step "
+                    "again)", ckpt, "; ".join(problems), ckpt)
+    return None
 
 
 def _save_checkpoint(accelerator, ckpt_root: Path, step: int, losses, keep: int) -> None:
-    """save_state into a temp dir, then rename: a kill mid-save leaves no 'checkpoint-N'."""
+    """save_state into a temp dir, then rename: a kill mid-save leaves no 'checkpoint-N'. The manifest
+    of every file (size, sha256) goes into train_state.json, written last."""
     final = ckpt_root / f"checkpoint-{step}"
     tmp = ckpt_root / f".tmp-checkpoint-{step}"
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process's files (RNG states) are in tmp before the manifest
     if accelerator.is_main_process:
-        write_json_atomic(tmp / "train_state.json", {"step": step, "losses": losses})
+        write_json_atomic(tmp / "train_state.json", {"step": step, "losses": losses,
+                                                     "files": file_manifest(tmp, skip=("train_state.json",))})
+        if final.exists():  # a damaged checkpoint of this step, skipped at resume: replace it
+            shutil.rmtree(final)
         os.replace(tmp, final)
         done = sorted((int(m.group(1)), p) for p in ckpt_root.glob("checkpoint-*") if (m := _CKPT.match(p.name)))
         for _, old in done[:-keep]:
@@ -168,7 +197,7 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
         for micro in range(params.grad_accum):
             k = step * params.grad_accum + micro
             with acc.accumulate(model):
-                loss, metrics = compute_loss(plan.batch(k), plan.generator(k))
+                loss, metrics = compute_loss(plan.batch(k), plan.generator(k), model)
                 acc.backward(loss)
                 if acc.sync_gradients and params.max_grad_norm > 0:
                     acc.clip_grad_norm_(trainable, params.max_grad_norm)

@@ -1,0 +1,78 @@
+"""Fixtures of the preference tests: a small random SDXL-architecture model (32 px, built in code,
+seconds), a few synthetic triplets and preference pairs on them; the slow learning tests use the
+session ``tiny_workspace`` (shipped pretrained base) through the benchmark module's functions."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from rorem_core.formats import Pair, read_triplets, write_entries
+
+REPO = Path(__file__).resolve().parents[2]
+RES = 32
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> Path:
+    """A random tiny remover dir (diffusers layout, v-prediction, analytic autoencoder) at 32 px."""
+    from rorem_core.models.conditioning import EMBED_FILE, encode_empty_prompt, save_prompt_embeds
+    from rorem_core.models.tiny import TinyPresetConfig, build_tiny_model
+
+    out = tmp_path_factory.mktemp("pref_model") / "base"
+    build_tiny_model(out, TinyPresetConfig(), RES)
+    save_prompt_embeds(out / EMBED_FILE, encode_empty_prompt(str(out)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """12 synthetic triplets at 32 px plus ``pairs.json`` (preferred = GT, rejected = the source,
+    i.e. "leave the object") in the same folder; returns the folder."""
+    from rorem_core.synthetic import SyntheticConfig, write_triplets
+
+    root = tmp_path_factory.mktemp("pref_data") / "set"
+    write_triplets(root, SyntheticConfig(size=RES), "pref", 12, 0.5)
+    pairs = [Pair(source=t.source, mask=t.mask, preferred=t.GT, rejected=t.source, rule="good_bad")
+             for t in read_triplets(root / "meta.json")]
+    write_entries(root / "pairs.json", pairs)
+    return root
+
+
+def make_params(tmp: Path, **sections) -> dict:
+    """params dict: scratch dirs under ``tmp``, CPU, wandb off, 32 px; plus stage sections."""
+    base = {"cache_dir": str(tmp / "cache"), "work_dir": str(tmp / "work"), "wandb_mode": "disabled",
+            "device": "cpu", "resolution": RES, "seed": 0}
+    return {"base": base, **sections}
+
+
+@pytest.fixture
+def params(tmp_path):
+    return lambda **sections: make_params(tmp_path, **sections)
+
+
+@pytest.fixture(scope="session")
+def bench():
+    """The benchmark module (its experiment functions are what the slow tests assert on)."""
+    import sys
+
+    if "bench_preference" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_preference", REPO / "benchmarks" / "bench_preference.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["bench_preference"] = mod   # dataclasses resolve annotations through sys.modules
+        spec.loader.exec_module(mod)
+    return sys.modules["bench_preference"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread is as fast, and it avoids oversubscription (10-50x slower
+    steps measured when the 2 cores are shared with other jobs). Restored after each test."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
