@@ -9,6 +9,11 @@ Output folder (``data/annotations/round-N/``)::
     pairs/meta.json + pairs/{source,mask,results}/ human preference pairs
     summary.json                               counts, agreement, ties, problems, snapshot names
 
+Before anything is fetched, the snapshots already in the folder are verified against the sha256
+that ``summary.json`` records (and every version must parse as a JSON list): a truncated or edited
+snapshot raises :class:`SnapshotCorrupt` naming the file and how to restore it, instead of being
+compared, skipped or converted. :func:`load_snapshot` reads a snapshot with the same checks.
+
 Images are copied next to each meta.json so every path is relative and inside its folder (RORem's
 rule; a DVC ``add`` of the round folder then freezes everything). Both exports are fetched before
 anything is written, so a server failure mid-pull leaves earlier files untouched. Converted outputs
@@ -30,6 +35,62 @@ from annotation.convert import GOOD, Conversion, convert, normalize_export, pars
 from annotation.paths import unique_names
 from rorem_core.formats import Candidate, Pair, Triplet, read_candidates
 from rorem_core.io import atomic_dir, sha256_file, write_bytes_atomic
+
+
+class SnapshotCorrupt(ValueError):
+    """A frozen export no longer matches what was pulled; the message names the file and the fix."""
+
+
+def _restore_hint(out_dir: Path) -> str:
+    return (f"it holds human labels and is never rewritten: restore it with `dvc checkout {out_dir}` "
+            "(or `dvc pull` on a clone), then pull again")
+
+
+def verify_snapshots(out_dir: Path) -> dict[str, Path]:
+    """Check the frozen exports of ``out_dir``; returns kind -> snapshot named by summary.json.
+
+    Raises:
+        SnapshotCorrupt: a snapshot (or summary.json) is unreadable, not a JSON list, or its
+            sha256 differs from the one summary.json recorded when it was written.
+    """
+    out_dir = Path(out_dir)
+    for snap in sorted(out_dir.glob("*_export*.json")):
+        try:
+            ok = isinstance(json.loads(snap.read_bytes()), list)
+        except (OSError, ValueError) as e:
+            raise SnapshotCorrupt(f"{snap}: frozen Label Studio export is unreadable ({e}); "
+                                  f"{_restore_hint(out_dir)}") from None
+        if not ok:
+            raise SnapshotCorrupt(f"{snap}: frozen Label Studio export is not a JSON list of tasks; "
+                                  f"{_restore_hint(out_dir)}")
+    summary_path = out_dir / "summary.json"
+    if not summary_path.is_file():
+        return {}
+    try:
+        named = json.loads(summary_path.read_bytes())["snapshots"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SnapshotCorrupt(f"{summary_path}: unreadable ({type(e).__name__}: {e}); "
+                              f"{_restore_hint(out_dir)}") from None
+    out = {}
+    for kind, rec in sorted(named.items()):
+        snap = out_dir / rec["file"]
+        if not snap.is_file():
+            raise SnapshotCorrupt(f"{snap}: frozen Label Studio export named by {summary_path} is missing; "
+                                  f"{_restore_hint(out_dir)}")
+        if (digest := sha256_file(snap)) != rec["sha256"]:
+            raise SnapshotCorrupt(f"{snap}: frozen Label Studio export fails its checksum (sha256 {digest[:12]}..., "
+                                  f"{summary_path.name} records {rec['sha256'][:12]}...): truncated or edited; "
+                                  f"{_restore_hint(out_dir)}")
+        out[kind] = snap
+    return out
+
+
+def load_snapshot(out_dir: Path, kind: str) -> list[dict]:
+    """The verified tasks of the ``kind`` ("review" / "pairwise") snapshot that summary.json names."""
+    snaps = verify_snapshots(out_dir)
+    if kind not in snaps:
+        raise SnapshotCorrupt(f"{Path(out_dir) / 'summary.json'}: names no {kind} snapshot; pull the round first")
+    return json.loads(snaps[kind].read_bytes())
 
 
 @dataclass
@@ -143,6 +204,7 @@ def pull_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: int, 
     candidates_path, out_dir = Path(candidates_path), Path(out_dir)
     cands = {c.id: c for c in read_candidates(candidates_path)}
     base = candidates_path.parent
+    verify_snapshots(out_dir)  # a damaged frozen export is refused before anything is fetched or written
     review = _fetch(client, cfg, round_id, "review")
     if review is None:
         raise LabelStudioError(f"no project {cfg.project_title(round_id, 'review')!r} on {client.url}; "
@@ -169,6 +231,9 @@ def pull_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: int, 
         pairs, pfiles = pair_entries(pconv, pairwise, cands, base)
         _write_dataset(out_dir / "pairs", pairs, pfiles)
         summary.update(pairwise=pconv.summary(), preference_pairs=len(pairs))
+    else:   # pairwise off: an empty pairs set, so every round has the same layout for build_pairs
+        _write_dataset(out_dir / "pairs", [], {})
+        summary.update(preference_pairs=0)
     if not (out_dir / "summary.json").is_file() or (out_dir / "summary.json").read_bytes() != _dumps(summary):
         write_bytes_atomic(out_dir / "summary.json", _dumps(summary))
         os.chmod(out_dir / "summary.json", 0o644)

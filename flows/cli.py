@@ -1,22 +1,34 @@
-"""The ``rorem`` command. Subcommands import their layer lazily, so ``rorem validate`` stays fast
-and never loads prefect or the Label Studio SDK.
+"""The ``rorem`` command. Subcommands import their layer lazily, so ``rorem validate`` and
+``rorem status`` stay fast and never load prefect.
 
+  rorem round [N] [--annotators simulated|human] [options]   run the next (or the given) round
+  rorem status [--json]                 current round, its stage, annotation progress, what it waits for
+  rorem serve [--port 4200]             Prefect server + round deployment + Label Studio + gate watcher
+  rorem resume [--round N] [--note T]   resume a round suspended at the human gate (under `rorem serve`)
+  rorem report                          rebuild reports/report.md (the report stage) and print its path
+  rorem bootstrap                       round 0: base model, seed triplets, pools, test split
+  rorem demo [round options]            the main job: a full round on the embedded default with
+                                        SIMULATED annotators through a local Label Studio; prints the report
   rorem validate PATH [--kind K]        check a dataset before spending GPU hours (exit 1 if bad)
   rorem stage NAME [ARGS...]            run one pipeline stage (what dvc.yaml calls)
-  rorem demo [--params P]               the embedded-default job: dvc repro of the declared stages,
-                                        then print the evaluation table
   rorem labelstudio up|down|status|add-user ...   the local Label Studio service
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 STAGE_MODULES = "rorem_core.stages."
+
+
+def _root(path: str | None) -> Path:
+    from annotation.server import find_project_root
+
+    return Path(path).resolve() if path else find_project_root()
 
 
 def _validate(argv: list[str]) -> int:
@@ -43,21 +55,173 @@ def _labelstudio(argv: list[str]) -> int:
     return ls_main(argv)
 
 
-def _demo(argv: list[str]) -> int:
-    """dvc repro of every declared stage, then the evaluation tables of each round."""
-    dvc = Path(sys.executable).with_name("dvc")
-    rc = subprocess.call([str(dvc) if dvc.exists() else "dvc", "repro", *argv])
-    if rc:
-        return rc
-    for metrics in sorted(Path("results/evaluate").glob("round-*/metrics.json")):
-        from rorem_core.evaluation import format_table
+def round_parser(prog: str = "rorem round") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="run one HITL round (the next unfinished one by default)")
+    p.add_argument("round", type=int, nargs="?", help="round number (default: the next unfinished round)")
+    p.add_argument("--annotators", choices=("simulated", "human"), default="simulated")
+    p.add_argument("--root", help="project root (default: nearest folder with params.yaml or .git)")
+    p.add_argument("--label-studio-url", help="external Label Studio (default: the managed one)")
+    p.add_argument("--min-labels", type=int, help="labels per task (default: params.yaml annotation.min_labels)")
+    p.add_argument("--target-fraction", type=float, default=1.0, help="share of tasks done before going on")
+    p.add_argument("--timeout-hours", type=float, default=336.0, help="how long to wait for annotators")
+    p.add_argument("--poll", type=float, default=30.0, help="progress polling period, seconds")
+    p.add_argument("--no-cache", action="store_true", help="ignore cached task results (DVC still skips)")
+    p.add_argument("--no-commit", action="store_true", help="no git commit / tag after the round")
+    p.add_argument("--no-push", action="store_true", help="no dvc push after the round")
+    p.add_argument("--dvc-remote", help="remote URL/path for dvc push (default: the repo's, else .rorem/dvc-remote)")
+    p.add_argument("--local", action="store_true", help="run here even when `rorem serve` is running")
+    return p
 
-        print(f"\n{metrics.parent.name}: {metrics}  (samples: {metrics.parent / 'samples.png'})")
-        print(format_table(json.loads(metrics.read_text())))
+
+def round_params(args: argparse.Namespace, root: Path):
+    from flows.round import RoundParams
+
+    return RoundParams(round=args.round, annotators=args.annotators, root=str(root),
+                       label_studio_url=args.label_studio_url, min_labels=args.min_labels,
+                       target_fraction=args.target_fraction, gate_timeout_hours=args.timeout_hours,
+                       poll_interval_s=args.poll, use_cache=not args.no_cache, commit=not args.no_commit,
+                       tag=not args.no_commit, dvc_push=not args.no_push, dvc_remote=args.dvc_remote)
+
+
+def _round(argv: list[str]) -> int:
+    return run_round(round_parser().parse_args(argv))
+
+
+def run_round(args: argparse.Namespace) -> int:
+    """In this process (Prefect's ephemeral server unless one runs), or submitted to `rorem serve`
+    when annotators are human and it runs (so the run can suspend at the gate)."""
+    root = _root(args.root)
+    from flows.settings import prefect_env
+
+    env = prefect_env(root)
+    params = round_params(args, root)
+    if env.get("PREFECT_API_URL") and args.annotators == "human" and not args.local:
+        from prefect.deployments import run_deployment
+
+        from flows.serve import DEPLOYMENT
+
+        run = run_deployment(DEPLOYMENT, parameters={"params": params.model_dump()}, timeout=0)
+        print(f"submitted round run {run.id} to `rorem serve` ({env['PREFECT_API_URL'].removesuffix('/api')}); "
+              "it suspends at the human gate and resumes when the annotators are done; see `rorem status`")
+        return 0
+    from flows.round import rorem_round
+
+    summary = rorem_round(params)
+    print(f"round {summary.round}: " + ", ".join(f"{k} {v}" for k, v in summary.stages.items()))
+    print(f"report: {summary.report or 'n/a'}" + (f"; tagged {summary.tag}" if summary.tag else ""))
     return 0
 
 
-COMMANDS = {"validate": _validate, "stage": _stage, "labelstudio": _labelstudio, "demo": _demo}
+def _status(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rorem status")
+    p.add_argument("--root")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    from flows.status import collect, format_status
+
+    s = collect(_root(args.root))
+    print(json.dumps(s, indent=2, default=str) if args.json else format_status(s))
+    return 0
+
+
+def _serve(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rorem serve", description="Prefect server + deployment + Label Studio + watcher")
+    p.add_argument("--root")
+    p.add_argument("--port", type=int, default=4200, help="Prefect server port (127.0.0.1)")
+    p.add_argument("--poll", type=float, default=30.0, help="watcher period, seconds")
+    p.add_argument("--no-label-studio", action="store_true")
+    args = p.parse_args(argv)
+    from flows.serve import serve
+
+    serve(_root(args.root), port=args.port, label_studio=not args.no_label_studio, poll_s=args.poll)
+    return 0
+
+
+def _resume(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rorem resume", description="resume rounds suspended at the human gate")
+    p.add_argument("--root")
+    p.add_argument("--round", type=int, help="only this round (default: every waiting round)")
+    p.add_argument("--note", default="", help="kept in the round's state file")
+    args = p.parse_args(argv)
+    root = _root(args.root)
+    from flows.settings import prefect_env
+
+    if not prefect_env(root).get("PREFECT_API_URL"):
+        print("error: no Prefect server; suspended rounds live in `rorem serve`'s server: start it first",
+              file=sys.stderr)
+        return 1
+    from flows.serve import resume, waiting_rounds
+
+    done = [st["round"] for st in waiting_rounds(root) if args.round in (None, st["round"])
+            and resume(st["flow_run_id"], "cli", args.note)]
+    print(f"resumed round(s) {done}" if done else "no suspended round to resume")
+    return 0 if done else 1
+
+
+def _report(argv: list[str]) -> int:
+    """The report stage: through DVC when declared (so dvc.lock records it), else directly."""
+    p = argparse.ArgumentParser(prog="rorem report")
+    p.add_argument("--root")
+    args = p.parse_args(argv)
+    root = _root(args.root)
+    import subprocess
+
+    from tasks.dvc import dvc_exe, venv_env
+
+    declared = "report" in (subprocess.run([dvc_exe(), "stage", "list", "--name-only"], cwd=root, env=venv_env(),
+                                           capture_output=True, text=True).stdout.split())
+    cmd = [dvc_exe(), "repro", "report"] if declared else [sys.executable, "-m", STAGE_MODULES + "report"]
+    rc = subprocess.call(cmd, cwd=root, env=venv_env())
+    if rc == 0:
+        print(f"report: {root / 'reports' / 'report.md'}")
+    return rc
+
+
+def _bootstrap(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rorem bootstrap")
+    p.add_argument("--root")
+    args = p.parse_args(argv)
+    root = _root(args.root)
+    from flows.settings import prefect_env
+
+    prefect_env(root)
+    from flows.round import rorem_bootstrap
+
+    print(rorem_bootstrap(str(root)))
+    return 0
+
+
+def _demo(argv: list[str]) -> int:
+    """A full round, unattended (simulated annotators via the real Label Studio), then the report."""
+    args = round_parser("rorem demo").parse_args(argv)
+    args.annotators, args.local = "simulated", True
+    root = _root(args.root)
+    from annotation.cli import load_config
+    from annotation.server import LabelStudioServer
+
+    ls = LabelStudioServer(root=root, cfg=load_config(root))
+    was_running = ls.status()["running"]
+    try:
+        rc = run_round(args)
+    finally:   # the demo leaves no Label Studio behind unless one was already running
+        if not was_running and not args.label_studio_url:
+            ls.stop()
+    report = root / "reports" / "report.md"
+    if rc == 0 and report.is_file():
+        text = report.read_text()
+        start = text.find("## Rounds")
+        print("\n" + text[start:text.find("\n## ", start + 3)].strip() + f"\n\nfull report: {report}")
+    elif rc == 0:   # no report stage declared: the evaluation tables, as before
+        from rorem_core.evaluation import format_table
+
+        for metrics in sorted((root / "results/evaluate").glob("round-*/metrics.json")):
+            print(f"\n{metrics.parent.name}: {metrics}\n" + format_table(json.loads(metrics.read_text())))
+    return rc
+
+
+COMMANDS = {"validate": _validate, "stage": _stage, "labelstudio": _labelstudio, "demo": _demo,
+            "round": _round, "status": _status, "serve": _serve, "resume": _resume, "report": _report,
+            "bootstrap": _bootstrap}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,6 +116,8 @@ STAGES: dict[str, type[Strict]] = {
     "train_remover": TrainRemoverConfig,
     "generate": GenerateConfig,
     "evaluate": EvaluateConfig,
+    "evaluate_dpo": EvaluateConfig,     # the same evaluation of the round's other models
+    "evaluate_lcm": EvaluateConfig,
 }
 
 
@@ -141,21 +143,56 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return data
 
 
+# top-level sections that are not stage configs
+OTHER_SECTIONS = ("base", "rounds", "annotation")
+
+
+def _known_sections() -> set[str]:
+    """Registered stages, other sections, and every stage module's name (read from the folder, not
+    imported: a stage registers its config only when its module is imported)."""
+    mods = {p.stem for p in (Path(__file__).parent / "stages").glob("*.py") if not p.stem.startswith("_")}
+    return set(STAGES) | set(OTHER_SECTIONS) | mods
+
+
+def check_sections(params: dict[str, Any], source: str = "params.yaml") -> None:
+    """Refuse a top-level section whose name is a near-miss of a known one (``train_remove:``): it
+    would be ignored and its stage would silently run on defaults. Unrelated names pass."""
+    import difflib
+
+    known = _known_sections()
+    for key in params:
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.8) if key not in known else []
+        if close:
+            raise ConfigError(f"{source}: unknown section {key!r}; did you mean {close[0]!r}? (a misspelt "
+                              f"section is ignored and its stage runs on defaults) rename it to {close[0]!r}")
+
+
+def format_validation_error(section: str, e: ValidationError, source: str) -> str:
+    """One line per error: ``section.key: problem (got value)``, then the fix."""
+    lines = []
+    for err in e.errors():
+        loc = ".".join([section, *map(str, err["loc"])])
+        got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
+        lines.append(f"  {loc}: {err['msg']}{got}")
+    return (f"{source}: invalid [{section}] section:\n" + "\n".join(lines)
+            + "\n  fix the key or value (unknown keys are rejected, not ignored)")
+
+
 def stage_config(stage: str, params: dict[str, Any], overrides: dict[str, Any] | None = None,
                  source: str = "params.yaml"):
     """Build the typed config of ``stage`` from ``params[base]`` + ``params[stage]`` (+ overrides)."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; known: {', '.join(sorted(STAGES))}")
-    section = dict(params.get(stage) or {})
-    section.update(overrides or {})
+    check_sections(params, source)
+    raw = params.get(stage) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{stage}] must be a mapping of keys, found {type(raw).__name__} "
+                          f"{raw!r}; write it as '{stage}:' followed by indented 'key: value' lines")
+    section = {**raw, **(overrides or {})}
     try:
         return STAGES[stage](base=params.get("base") or {}, **section)
     except ValidationError as e:
-        lines = [f"  {stage}.{'.'.join(map(str, err['loc']))}: {err['msg']}"
-                 + (f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else "")
-                 for err in e.errors()]
-        raise ConfigError(f"{source}: invalid [{stage}] section:\n" + "\n".join(lines)
-                          + "\n  fix the key or value (unknown keys are rejected, not ignored)") from e
+        raise ConfigError(format_validation_error(stage, e, source)) from e
 
 
 def load_stage_config(stage: str, params_path: str | Path = "params.yaml", **overrides):

@@ -105,7 +105,19 @@ def autoencoder_psnr(model_dir: Path, test_dir: Path, resolution: int, limit: in
     return float(np.mean(-10 * torch.log10(mse).numpy()))
 
 
-def run(cfg: BootstrapConfig, model_out: Path, data_root: Path) -> BootstrapResult:
+def write_round0(labels_out: Path, disc_out: Path) -> None:
+    """Round 0 has no human labels and no discriminator: both are written as explicit empty artifacts,
+    so round 1's labels and select stages depend on "the previous round" like every other round."""
+    from rorem_core.discriminator import write_no_discriminator
+
+    with atomic_dir(labels_out) as tmp:
+        write_json_atomic(tmp / "meta.json", [])
+    with atomic_dir(disc_out) as tmp:
+        write_no_discriminator(tmp)
+
+
+def run(cfg: BootstrapConfig, model_out: Path, data_root: Path, *, labels_out: Path | None = None,
+        disc_out: Path | None = None) -> BootstrapResult:
     from rorem_core.synthetic import write_all
 
     if cfg.synthetic.size != cfg.base.resolution and cfg.preset == "tiny":
@@ -118,6 +130,8 @@ def run(cfg: BootstrapConfig, model_out: Path, data_root: Path) -> BootstrapResu
             pre = build_tiny(cfg, tmp)
         else:
             write_ref(tmp, cfg.sdxl_pretrained, unet=cfg.sdxl_unet, lora=None)
+    write_round0(labels_out or data_root / "labels" / "round-0",
+                 disc_out or model_out.parent / "discriminator" / "round-0")
     psnr = autoencoder_psnr(model_out, data_root / "test", cfg.base.resolution) if cfg.preset == "tiny" else None
     return BootstrapResult(model_dir=str(model_out), data=data, base_unet=cfg.base_unet if cfg.preset == "tiny"
                            else (cfg.sdxl_unet or cfg.sdxl_pretrained), ae_psnr_db=psnr, pretrain=pre)
@@ -128,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-out", type=Path, default=Path("models/base"))
     p.add_argument("--data-root", type=Path, default=Path("data"))
     p.add_argument("--metrics", type=Path, default=Path("results/bootstrap/metrics.json"))
+    p.add_argument("--labels-out", type=Path, help="round 0's (empty) labels; default DATA_ROOT/labels/round-0")
+    p.add_argument("--disc-out", type=Path, help="round 0's no-discriminator marker; default models/discriminator/round-0")
     args = p.parse_args(argv)
 
     def body(cfg):
-        res = run(cfg, args.model_out, args.data_root)
+        res = run(cfg, args.model_out, args.data_root, labels_out=args.labels_out, disc_out=args.disc_out)
         _cli.write_metrics(args.metrics, {"ae_psnr_db": res.ae_psnr_db, "base_unet": res.base_unet,
                                           "data": res.data, "pretrain": res.pretrain})
         return res

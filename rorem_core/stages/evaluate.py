@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=Path, default=Path("data/test"))
     p.add_argument("--out", type=Path, required=True, help="folder for per-image scores and the sample grid")
     p.add_argument("--metrics", type=Path, required=True)
+    p.add_argument("--section", default="evaluate", choices=["evaluate", "evaluate_dpo", "evaluate_lcm"],
+                   help="params.yaml section (sampler, steps): one per evaluated model kind")
     args = p.parse_args(argv)
 
     def body(cfg):
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(res.table)
         return None
 
-    return _cli.run_main("evaluate", args, body)
+    return _cli.run_main(args.section, args, body)
 
 
 if __name__ == "__main__":

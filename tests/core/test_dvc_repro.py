@@ -1,5 +1,6 @@
 """`dvc repro` runs the declared stages in a fresh git + DVC repo, records them in dvc.lock, and a
-second `dvc repro` has nothing to do."""
+second `dvc repro` has nothing to do. Here: the stages before the human gate (a fresh project has no
+frozen annotations yet; tests/flows/test_e2e.py reproduces whole rounds, annotations included)."""
 
 import os
 import shutil
@@ -48,19 +49,25 @@ def clone(tmp_path_factory):
     return root, env
 
 
+BEFORE_GATE = ["evaluate@1", "select@1"]     # + upstream: bootstrap, train_remover@1, generate@1
+
+
 def test_dvc_repro_runs_every_stage_then_nothing(clone):
     root, env = clone
-    _run(["dvc", "repro"], root, env)
+    _run(["dvc", "repro", *BEFORE_GATE], root, env)
     for out in ("models/base/model_index.json", "models/remover/round-1/rorem_model.json",
                 "data/candidates/round-1/candidates.json", "results/evaluate/round-1/metrics.json",
                 "results/bootstrap/metrics.json"):
         assert (root / out).is_file(), out
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert {"bootstrap", "train_remover@1", "generate@1", "evaluate@1"} <= set(lock["stages"])
-    second = _run(["dvc", "repro"], root, env)
+    assert {"bootstrap", "train_remover@1", "generate@1", "select@1", "evaluate@1"} <= set(lock["stages"])
+    second = _run(["dvc", "repro", *BEFORE_GATE], root, env)
     assert "Data and pipelines are up to date" in second or "didn't change" in second
-    status = _run(["dvc", "status"], root, env)
+    status = _run(["dvc", "status", *BEFORE_GATE], root, env)
     assert "up to date" in status
+    # past the gate, DVC names what is missing: the frozen human export of the round
+    r = subprocess.run(["dvc", "repro", "labels@1"], cwd=root, env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "data/annotations/round-1" in r.stdout + r.stderr
 
 
 def test_changing_a_stage_param_reruns_only_downstream(clone):
@@ -68,6 +75,6 @@ def test_changing_a_stage_param_reruns_only_downstream(clone):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["evaluate"]["num_grid"] = 2
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _run(["dvc", "repro"], root, env)
+    out = _run(["dvc", "repro", *BEFORE_GATE], root, env)
     assert "Running stage 'evaluate@1'" in out
     assert "Running stage 'train_remover@1'" not in out and "Running stage 'bootstrap'" not in out

@@ -1,0 +1,80 @@
+"""``rorem status``: current round, its stage, annotation progress and what it waits for.
+
+Reads the round state files the flow writes (``.rorem/rounds/round-N.json``), git tags and, when
+they run, Label Studio (live progress) and the ``rorem serve`` server. Never imports prefect.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from flows.settings import served_url
+from tasks.rounds import Layout, declared_rounds, read_state, tag_exists
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    s = max(0, time.time() - ts)
+    return f"{s:.0f} s ago" if s < 120 else f"{s / 60:.0f} min ago" if s < 7200 else f"{s / 3600:.1f} h ago"
+
+
+def live_progress(root: Path, n: int) -> dict | None:
+    """Label Studio progress of round n when the managed server answers, else None."""
+    from annotation.cli import load_config
+    from annotation.client import LabelStudioError
+    from annotation.progress import round_progress
+    from annotation.server import LabelStudioServer
+
+    server = LabelStudioServer(root=root, cfg=load_config(root))
+    try:
+        if not server.status()["running"]:
+            return None
+        with server.client() as c:
+            return round_progress(c, server.cfg, n)
+    except (LabelStudioError, OSError):
+        return None
+
+
+def collect(root: Path, live: bool = True) -> dict:
+    root = Path(root).resolve()
+    rounds = declared_rounds(root / "params.yaml")
+    per = {}
+    for n in sorted(rounds):
+        st = read_state(Layout(root, n).state)
+        per[n] = {"status": st.get("status") or ("completed" if tag_exists(root, f"round-{n}") else "not started"),
+                  "stage": st.get("stage"), "waiting_for": st.get("waiting_for"), "updated": st.get("updated"),
+                  "error": st.get("error"), "tag": f"round-{n}" if tag_exists(root, f"round-{n}") else None,
+                  "report": st.get("report")}
+    current = next((n for n in sorted(per) if per[n]["status"] != "completed"), max(per, default=None))
+    out = {"root": str(root), "rounds": per, "current": current, "prefect_server": served_url(root)}
+    if live and current is not None and per[current]["status"] in ("waiting", "running"):
+        out["annotation"] = live_progress(root, current)
+    return out
+
+
+def format_status(s: dict) -> str:
+    lines = [f"project {s['root']}"]
+    for n, r in s["rounds"].items():
+        extra = f", stage {r['stage']}" if r["stage"] and r["status"] != "completed" else ""
+        lines.append(f"  round {n}: {r['status']}{extra} (updated {_ago(r['updated'])})"
+                     + (f" [{r['tag']}]" if r["tag"] else ""))
+    cur = s["current"]
+    if cur is not None:
+        r = s["rounds"][cur]
+        lines.append(f"current round: {cur} ({r['status']})")
+        if r["waiting_for"]:
+            lines.append(f"  waiting for {r['waiting_for']}")
+        if r["error"]:
+            lines.append(f"  last error: {r['error'][:300]}\n  run `rorem round` to resume (finished stages are skipped)")
+    a = s.get("annotation")
+    if a:
+        for kind in ("review", "pairwise"):
+            if kind in a:
+                k = a[kind]
+                lines.append(f"  {kind}: {k['done']}/{k['total']} tasks done, {k['annotations']} annotations"
+                             + (f" ({', '.join(f'{u}: {c}' for u, c in k['per_annotator'].items())})"
+                                if k.get("per_annotator") else ""))
+    lines.append(f"prefect server: {s['prefect_server'] or 'not running (`rorem serve` starts it)'}")
+    return "\n".join(lines)

@@ -1,0 +1,310 @@
+"""The round report: a RORem Table-1-style table across all rounds so far, discriminator agreement
+and calibration, DPO / reward-weighted-distillation curves and a sample grid.
+
+Pure: it only reads the JSON files the stages write (paths below, relative to the project root)
+and writes Markdown + PNG plots (matplotlib, Agg backend). Every input but the round list is
+optional; a missing file shows as "n/a" (round 1 has no discriminator before it, a run without
+DPO has no DPO numbers). No timestamps are written, so the same inputs give the same report.
+
+Table 1 columns, per round N (RORem reports one "Human" and one "Auto" row per round; here they
+are one row, the training set column being the total after both):
+  human judged / accepted   review tasks with a majority label / labelled good (annotations summary)
+  disc judged / accepted    candidates scored by the discriminator minus those sent to humans /
+                            score > threshold (auto_score)
+  training set              seed + human-accepted + auto-accepted after round N (trainset)
+  success human / disc      accepted / judged, by humans and by the discriminator
+  test success / PSNR       the round-N remover on the held-out test split: oracle success rate
+                            (masked PSNR >= success_db vs the hidden GT) and masked PSNR, dB
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rorem_core.io import write_json_atomic, write_text_atomic
+
+FILES = {  # name -> path pattern relative to the project root ({n} = round)
+    "train_remover": "results/train_remover/round-{n}.json",
+    "evaluate": "results/evaluate/round-{n}/metrics.json",
+    "evaluate_dpo": "results/evaluate_dpo/round-{n}/metrics.json",
+    "evaluate_lcm": "results/evaluate_lcm/round-{n}/metrics.json",
+    "train_discriminator": "results/train_discriminator/round-{n}.json",
+    "auto_score": "results/auto_score/round-{n}.json",
+    "trainset": "results/trainset/round-{n}.json",
+    "build_pairs": "results/build_pairs/round-{n}.json",
+    "train_dpo": "results/train_dpo/round-{n}.json",
+    "distill": "results/distill/round-{n}.json",
+    "annotations": "data/annotations/round-{n}/summary.json",
+}
+CURVES = {  # loss curves ([[step, loss], ...] under "losses") written next to each model
+    "remover": "models/remover/round-{n}/train_summary.json",
+    "discriminator": "models/discriminator/round-{n}/train_summary.json",
+    "dpo": "models/dpo/round-{n}/train_summary.json",
+    "rwd": "models/lcm/round-{n}/train_summary.json",
+}
+HELDOUT = "models/discriminator/round-{n}/heldout_scores.json"   # [{label, score}] on held-out inputs
+SAMPLES = "results/evaluate/round-{n}/samples.png"
+BOOTSTRAP = "results/bootstrap/metrics.json"
+REFERENCES = {"leave_object", "ring_mean", "telea", "ae_ceiling"}   # evaluate's reference fills
+NA = "n/a"
+
+
+def read_json(path: Path) -> Any | None:
+    """The parsed file, or None when it does not exist (an optional input)."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def dig(d: Any, *keys: str, default: Any = None) -> Any:
+    """d[k1][k2]... or ``default`` when any level is missing or not a mapping."""
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def first(d: Any, *names: str) -> Any:
+    """The first of ``names`` present in ``d`` (stages name counts a little differently)."""
+    return next((d[k] for k in names if isinstance(d, dict) and d.get(k) is not None), None)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def load_round(root: Path, n: int) -> dict[str, Any]:
+    """Every known metrics file of round ``n`` (None where missing)."""
+    return {name: read_json(root / pat.format(n=n)) for name, pat in FILES.items()}
+
+
+def round_row(n: int, m: dict[str, Any], source: str) -> dict[str, Any]:
+    """One Table-1 row from the loaded metrics of round ``n`` (module docstring for the columns)."""
+    review = dig(m["annotations"], "review")
+    h_judged = first(review, "labeled")
+    h_acc = dig(review, "labels", "good", default=0 if h_judged is not None else None)
+    auto = m["auto_score"]
+    d_judged = None if auto is None else auto["n_candidates"] - auto.get("n_excluded", 0)
+    d_acc = first(auto, "n_accepted")
+    rem = dig(m["evaluate"], "remover", "all")
+    return {"round": n, "source": source, "human_judged": h_judged, "human_accepted": h_acc,
+            "disc_judged": d_judged, "disc_accepted": d_acc,
+            "train_total": first(m["trainset"], "n_total", "total", "n"),
+            "success_human": ratio(h_acc, h_judged), "success_disc": ratio(d_acc, d_judged),
+            "test_success": dig(rem, "success_rate"), "test_psnr": dig(rem, "masked_psnr")}
+
+
+def seed_row(bootstrap: dict | None) -> dict[str, Any]:
+    """Row 0: the seed triplets the first round trains on (RORem's "Init" row)."""
+    return {"round": 0, "source": "seed", "human_judged": None, "human_accepted": None, "disc_judged": None,
+            "disc_accepted": None, "train_total": dig(bootstrap, "data", "seed", "n"), "success_human": None,
+            "success_disc": None, "test_success": None, "test_psnr": None}
+
+
+def disc_row(n: int, m: dict[str, Any]) -> dict[str, Any]:
+    a = dig(m["train_discriminator"], "heldout", "all") or {}
+    return {"round": n, **{k: a.get(k) for k in ("n", "accuracy", "roc_auc", "ece", "human_success_rate",
+                                                "est_success_rate", "success_rate_deviation")}}
+
+
+def pref_row(n: int, m: dict[str, Any]) -> dict[str, Any]:
+    dpo, rwd = m["train_dpo"], m["distill"]
+    return {"round": n, "pairs": first(m["build_pairs"], "n_pairs"),
+            "dpo_acc_before": dig(dpo, "val_before", "implicit_acc"),
+            "dpo_acc_after": dig(dpo, "val_after", "implicit_acc"),
+            "dpo_loss": (first(dpo, "first_loss"), first(dpo, "last_loss")),
+            "rwd_loss": (first(rwd, "first_loss"), first(rwd, "last_loss"))}
+
+
+def model_rows(n: int, m: dict[str, Any]) -> list[dict[str, Any]]:
+    """Test-split rows of every evaluated model of round n (remover, DPO, LCM ...), references skipped."""
+    named = {"evaluate": None, "evaluate_dpo": "DPO remover", "evaluate_lcm": "LCM student, 4 steps"}
+    return [{"round": n, "model": rename or name, "n": dig(v, "all", "n"), "success": dig(v, "all", "success_rate"),
+             "psnr": dig(v, "all", "masked_psnr"), "unmasked_psnr": dig(v, "all", "unmasked_psnr")}
+            for key, rename in named.items() for name, v in (m.get(key) or {}).items() if name not in REFERENCES]
+
+
+# ------------------------------------------------------------------------------ rendering
+
+
+def fmt(v: Any, kind: str = "") -> str:
+    """Cell text: "n/a" for missing/NaN, percentages for kind "%", 2 decimals for floats."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return NA
+    if isinstance(v, tuple):
+        return " -> ".join(fmt(x, kind) for x in v) if any(x is not None for x in v) else NA
+    if kind == "%":
+        return f"{100 * v:.1f}%"
+    return f"{v:.3f}" if isinstance(v, float) and kind == "3" else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def md_table(rows: Sequence[dict], cols: Sequence[tuple[str, str, str]]) -> str:
+    """Markdown table; ``cols`` = [(key, header, kind)]."""
+    out = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(fmt(r.get(k), kind) for k, _, kind in cols) + " |" for r in rows]
+    return "\n".join(out)
+
+
+TABLE1 = [("round", "round", ""), ("source", "source", ""), ("human_judged", "judged by humans", ""),
+          ("human_accepted", "accepted by humans", ""), ("disc_judged", "judged by disc.", ""),
+          ("disc_accepted", "accepted by disc.", ""), ("train_total", "training set", ""),
+          ("success_human", "success (humans)", "%"), ("success_disc", "success (disc.)", "%"),
+          ("test_success", "test success (oracle)", "%"), ("test_psnr", "test masked PSNR (dB)", "")]
+DISC = [("round", "round", ""), ("n", "held-out labels", ""), ("accuracy", "accuracy", "%"),
+        ("roc_auc", "ROC-AUC", "3"), ("ece", "ECE", "3"), ("human_success_rate", "success (humans)", "%"),
+        ("est_success_rate", "success (disc. est.)", "%"), ("success_rate_deviation", "|deviation|", "%")]
+PREF = [("round", "round", ""), ("pairs", "preference pairs", ""), ("dpo_acc_before", "DPO implicit acc. before", "%"),
+        ("dpo_acc_after", "after", "%"), ("dpo_loss", "DPO loss first -> last", "3"),
+        ("rwd_loss", "RWD loss first -> last", "3")]
+MODELS = [("round", "round", ""), ("model", "model", ""), ("n", "test images", ""), ("success", "success (oracle)", "%"),
+          ("psnr", "masked PSNR (dB)", ""), ("unmasked_psnr", "unmasked PSNR (dB)", "")]
+
+
+# ------------------------------------------------------------------------------ plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")   # files only, never a display (CI, servers)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    # no "Software"/date metadata: identical inputs give identical bytes
+    fig.savefig(path, dpi=80, bbox_inches="tight", metadata={"Software": None})
+    _pyplot().close(fig)
+    return path.name
+
+
+def plot_rounds(rows: Sequence[dict], path: Path) -> str | None:
+    """Success rates (humans, discriminator, test oracle) and test masked PSNR per round."""
+    keys = ("success_human", "success_disc", "test_success", "test_psnr")
+    rows = [r for r in rows if r["round"] > 0]
+    if not any(r[k] is not None for r in rows for k in keys):
+        return None
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    x = [r["round"] for r in rows]
+    for key, label in (("success_human", "humans"), ("success_disc", "discriminator"), ("test_success", "test (oracle)")):
+        y = [r[key] if r[key] is not None else float("nan") for r in rows]
+        a.plot(x, y, marker="o", label=label)
+    a.set(xlabel="round", ylabel="success rate", ylim=(0, 1), xticks=x, title="success rate")
+    a.legend(fontsize=8)
+    b.plot(x, [r["test_psnr"] if r["test_psnr"] is not None else float("nan") for r in rows], marker="o")
+    b.set(xlabel="round", ylabel="dB", xticks=x, title="test masked PSNR")
+    return _save(fig, path)
+
+
+def reliability(labels: Sequence[float], scores: Sequence[float], bins: int) -> list[tuple[float, float, int]]:
+    """(mean score, mean label, count) of each non-empty equal-width score bin on [0, 1]."""
+    out = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        sel = [(s, y) for s, y in zip(scores, labels) if lo <= min(max(s, 0.0), 1.0) < hi or (b == bins - 1 and s >= 1.0)]
+        if sel:
+            out.append((sum(s for s, _ in sel) / len(sel), sum(y for _, y in sel) / len(sel), len(sel)))
+    return out
+
+
+def plot_calibration(heldout: dict[int, list[dict]], path: Path, bins: int = 10) -> str | None:
+    """Reliability diagram (held-out human label rate vs discriminator score), one line per round."""
+    heldout = {n: r for n, r in heldout.items() if r}
+    if not heldout:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect")
+    for n, rows in sorted(heldout.items()):
+        pts = reliability([r["label"] for r in rows], [r["score"] for r in rows], bins)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"round {n}")
+    ax.set(xlabel="discriminator score", ylabel="fraction judged good", xlim=(0, 1), ylim=(0, 1),
+           title="calibration (held-out)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_curves(curves: dict[str, dict[int, list]], path: Path) -> str | None:
+    """Training loss vs step: one panel per model kind (remover, discriminator, DPO, RWD), a line per round."""
+    kinds = [k for k, per in curves.items() if any(per.values())]
+    if not kinds:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.6 * len(kinds), 3), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for n, losses in sorted(curves[kind].items()):
+            if losses:
+                ax.plot([s for s, _ in losses], [v for _, v in losses], label=f"round {n}")
+        ax.set(xlabel="step", ylabel="loss", title=kind)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------ assembly
+
+
+def collect(root: Path, rounds: Sequence[int], sources: dict[int, str] | None = None) -> dict[str, Any]:
+    """All rows of the report (JSON-serialisable): table1, discriminator, preference, models."""
+    per = {n: load_round(root, n) for n in rounds}
+    src = sources or {}
+    return {"rounds": list(rounds),
+            "table1": [seed_row(read_json(root / BOOTSTRAP))]
+                      + [round_row(n, per[n], src.get(n, f"pool round-{n}")) for n in rounds],
+            "discriminator": [disc_row(n, per[n]) for n in rounds],
+            "preference": [pref_row(n, per[n]) for n in rounds],
+            "models": [r for n in rounds for r in model_rows(n, per[n])]}
+
+
+def _curves(root: Path, rounds: Sequence[int]) -> dict[str, dict[int, list]]:
+    return {kind: {n: (read_json(root / pat.format(n=n)) or {}).get("losses") or [] for n in rounds}
+            for kind, pat in CURVES.items()}
+
+
+def render(data: dict[str, Any], plots: dict[str, str | None], samples: str | None, title: str) -> str:
+    last = data["rounds"][-1] if data["rounds"] else None
+    parts = [f"# {title}", "", f"Rounds so far: {len(data['rounds'])}. Cells without data show {NA}.", "",
+             "## Rounds (RORem Table 1)", "", md_table(data["table1"], TABLE1), ""]
+    if plots.get("rounds"):
+        parts += [f"![success and PSNR per round]({plots['rounds']})", ""]
+    parts += ["## Test split by model", "", md_table(data["models"], MODELS), "",
+              "## Discriminator agreement with human labels (held-out inputs)", "",
+              md_table(data["discriminator"], DISC), ""]
+    if plots.get("calibration"):
+        parts += [f"![calibration]({plots['calibration']})", ""]
+    parts += ["## Preference learning (Diffusion-DPO, reward-weighted LCM distillation)", "",
+              md_table(data["preference"], PREF), ""]
+    if plots.get("curves"):
+        parts += [f"![training curves]({plots['curves']})", ""]
+    if samples:
+        parts += [f"## Samples, round {last}: source | mask | result | GT", "", f"![samples]({samples})", ""]
+    return "\n".join(parts)
+
+
+def build_report(root: Path, out_dir: Path, rounds: Sequence[int], *, sources: dict[int, str] | None = None,
+                 title: str = "rorem-loop report", bins: int = 10) -> dict[str, Any]:
+    """Write ``out_dir``/report.md, summary.json and the PNGs; returns the summary (rows + file names)."""
+    root, out_dir = Path(root), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rounds = sorted(int(n) for n in rounds)
+    data = collect(root, rounds, sources)
+    heldout = {n: read_json(root / HELDOUT.format(n=n)) or [] for n in rounds}
+    plots = {"rounds": plot_rounds(data["table1"], out_dir / "rounds.png"),
+             "calibration": plot_calibration(heldout, out_dir / "calibration.png", bins),
+             "curves": plot_curves(_curves(root, rounds), out_dir / "curves.png")}
+    for name, made in plots.items():   # a plot that has no data now must not survive from an older run
+        if made is None:
+            (out_dir / f"{name}.png").unlink(missing_ok=True)
+    samples = None
+    if rounds and (root / SAMPLES.format(n=rounds[-1])).is_file():
+        samples = f"samples_round-{rounds[-1]}.png"
+        shutil.copyfile(root / SAMPLES.format(n=rounds[-1]), out_dir / samples)
+    write_text_atomic(out_dir / "report.md", render(data, plots, samples, title))
+    summary = {**data, "plots": {k: v for k, v in plots.items() if v}, "samples": samples}
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary

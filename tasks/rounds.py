@@ -1,0 +1,165 @@
+"""Rounds as data: where round N's files live, the ``rounds:`` entries of params.yaml, and the small
+state file ``rorem status`` reads (``.rorem/rounds/round-N.json``).
+
+Round N's entry follows the stage contract: N = 1 starts from the base model and the seed triplets;
+N > 1 from round N-1's remover, training set and discriminator:
+
+    init = models/remover/round-(N-1)   train = data/trainset/round-(N-1)
+    pool = data/pools/round-N           prev_disc = models/discriminator/round-(N-1)
+    prev_labels = data/labels/round-(N-1)
+(round 0 = the bootstrap's empty labels and no-discriminator marker)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from rorem_core.io import write_json_atomic, write_text_atomic
+
+
+def round_entry(n: int) -> dict[str, str]:
+    if n < 1:
+        raise ValueError(f"round {n}: rounds start at 1 (round 0 is the bootstrap)")
+    if n == 1:   # round 0 = bootstrap: the base model, the seed set, no labels, no discriminator
+        return {"init": "models/base", "train": "data/seed", "pool": "data/pools/round-1",
+                "prev_disc": "models/discriminator/round-0", "prev_labels": "data/labels/round-0"}
+    return {"init": f"models/remover/round-{n - 1}", "train": f"data/trainset/round-{n - 1}",
+            "pool": f"data/pools/round-{n}", "prev_disc": f"models/discriminator/round-{n - 1}",
+            "prev_labels": f"data/labels/round-{n - 1}"}
+
+
+def declared_rounds(params_path: Path) -> dict[int, dict]:
+    """``rounds:`` of params.yaml as {N: entry}."""
+    import yaml
+
+    data = yaml.safe_load(Path(params_path).read_text()) or {}
+    rounds = data.get("rounds") or {}
+    if not isinstance(rounds, dict):
+        raise ValueError(f"{params_path}: rounds must be a mapping keyed by round number "
+                         f"(\"1\": {{init, train, pool}}), found {type(rounds).__name__}")
+    return {int(k): dict(v or {}) for k, v in rounds.items()}
+
+
+def add_round(params_path: Path, n: int) -> bool:
+    """Append round ``n`` to ``rounds:`` (comments and layout kept); False if it is already there.
+
+    Only the next round may be added (n = last + 1): a gap would make DVC stages without inputs.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+    have = declared_rounds(params_path)
+    if n in have:
+        return False
+    last = max(have, default=0)
+    if n != last + 1:
+        raise ValueError(f"{params_path}: cannot add round {n}; the last declared round is {last}, "
+                         f"so the next one is {last + 1}")
+    yml = YAML()          # round-trip: keeps comments, key order and quoting of the rest of the file
+    yml.preserve_quotes = True
+    yml.width = 4096
+    data = yml.load(Path(params_path).read_text())
+    if data.get("rounds") is None:
+        data["rounds"] = {}
+    data["rounds"][DoubleQuotedScalarString(str(n))] = round_entry(n)
+    from io import StringIO
+
+    buf = StringIO()
+    yml.dump(data, buf)
+    write_text_atomic(params_path, buf.getvalue())
+    return True
+
+
+def hidden_for_pool(pool: str) -> str:
+    """The hidden ground truth of a pool: data/pools/round-K -> data/hidden/round-K."""
+    parts = Path(pool).parts
+    if "pools" not in parts:
+        raise ValueError(f"pool {pool!r}: expected a path like data/pools/round-K (its hidden GT is "
+                         "data/hidden/round-K); simulated annotators need that ground truth")
+    i = parts.index("pools")
+    return Path(*parts[:i], "hidden", *parts[i + 1:]).as_posix()
+
+
+class Layout:
+    """Paths of round ``n`` relative to the project root (the stage contract)."""
+
+    def __init__(self, root: Path, n: int, pool: str | None = None):
+        self.root, self.n = Path(root), n
+        self.pool = pool or round_entry(n)["pool"]
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    @property
+    def candidates(self) -> Path:
+        return self.root / f"data/candidates/round-{self.n}/candidates.json"
+
+    @property
+    def selection(self) -> Path:
+        return self.root / f"data/selected/round-{self.n}/selection.json"
+
+    @property
+    def annotations(self) -> Path:
+        return self.root / f"data/annotations/round-{self.n}"
+
+    @property
+    def frozen(self) -> Path:
+        """The ``.dvc`` file of the frozen export: its presence means the human part is done."""
+        return self.root / f"data/annotations/round-{self.n}.dvc"
+
+    @property
+    def hidden(self) -> Path:
+        return self.root / hidden_for_pool(self.pool) / "meta.json"
+
+    @property
+    def push_manifest(self) -> Path:
+        """The selected candidates as a manifest for push (scratch; paths point into the candidates)."""
+        return self.root / f".rorem/rounds/round-{self.n}/selected_candidates.json"
+
+    @property
+    def state(self) -> Path:
+        return self.root / f".rorem/rounds/round-{self.n}.json"
+
+    def logs(self) -> Path:
+        return self.root / f".rorem/logs/round-{self.n}"
+
+
+# ---------------------------------------------------------------------------- state file
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def update_state(path: Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into the round's state file (atomic; ``updated`` = now, epoch seconds)."""
+    state = {**read_state(path), **fields, "updated": time.time()}
+    write_json_atomic(path, state)
+    return state
+
+
+def tag_exists(root: Path, tag: str) -> bool:
+    r = subprocess.run(["git", "rev-parse", "-q", "--verify", f"refs/tags/{tag}"], cwd=root,
+                       capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def completed(root: Path, n: int) -> bool:
+    """Round n finished: its state says so or its ``round-N`` tag exists."""
+    return read_state(Layout(root, n).state).get("status") == "completed" or tag_exists(root, f"round-{n}")
+
+
+def next_round(root: Path, params_path: Path) -> int:
+    """The first declared round that has not completed, else the one after the last."""
+    rounds = sorted(declared_rounds(params_path))
+    for n in rounds:
+        if not completed(root, n):
+            return n
+    return (rounds[-1] if rounds else 0) + 1

@@ -1,0 +1,117 @@
+"""The round report from synthetic metrics files: Table-1 rows, "n/a" for missing inputs, plots,
+determinism. Pure and fast (no models, no services)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rorem_core.report import build_report, fmt, reliability, round_row
+from rorem_core.stages import report as report_stage
+
+
+def _w(root: Path, rel: str, obj) -> None:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(obj))
+
+
+def _evaluate(success: float, psnr: float) -> dict:
+    agg = {"n": 10, "masked_psnr": psnr, "masked_psnr_sem": 0.1, "unmasked_psnr": 40.0, "success_rate": success,
+           "success_ci95": [0.1, 0.9]}
+    return {"remover": {"all": agg}, "leave_object": {"all": {**agg, "success_rate": 0.0}}}
+
+
+def make_project(root: Path, rounds: int = 2, dpo_rounds: tuple = (1,)) -> Path:
+    _w(root, "results/bootstrap/metrics.json", {"data": {"seed": {"n": 48}}})
+    total = 48
+    for n in range(1, rounds + 1):
+        _w(root, f"data/annotations/round-{n}/summary.json",
+           {"review": {"tasks": 12, "labeled": 10, "labels": {"good": 4 + n, "bad": 6 - n}}, "preference_pairs": 3})
+        _w(root, f"results/auto_score/round-{n}.json",
+           {"n_candidates": 40, "n_excluded": 10, "n_accepted": 12 + n, "threshold": 0.5})
+        total += 4 + n + 12 + n
+        _w(root, f"results/trainset/round-{n}.json", {"n_total": total, "n_human": 4 + n, "n_auto": 12 + n})
+        _w(root, f"results/evaluate/round-{n}/metrics.json", _evaluate(0.3 + 0.1 * n, 20.0 + n))
+        _w(root, f"results/train_discriminator/round-{n}.json",
+           {"heldout": {"all": {"n": 8, "accuracy": 0.75, "roc_auc": 0.8, "ece": 0.1, "human_success_rate": 0.5,
+                                "est_success_rate": 0.55, "success_rate_deviation": 0.05}}})
+        _w(root, f"models/discriminator/round-{n}/heldout_scores.json",
+           [{"label": float(i % 2), "score": 0.1 * i} for i in range(10)])
+        _w(root, f"models/remover/round-{n}/train_summary.json", {"losses": [[1, 0.5], [2, 0.4]]})
+        _w(root, f"results/build_pairs/round-{n}.json", {"n_pairs": 7 * n})
+        if n in dpo_rounds:
+            _w(root, f"results/train_dpo/round-{n}.json", {"first_loss": 0.69, "last_loss": 0.6,
+                                                           "val_before": {"implicit_acc": 0.5},
+                                                           "val_after": {"implicit_acc": 0.7}})
+            _w(root, f"models/dpo/round-{n}/train_summary.json", {"losses": [[1, 0.69], [2, 0.6]]})
+    (root / "results/evaluate/round-2").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def test_table1_rows_follow_the_metrics(tmp_path):
+    root = make_project(tmp_path / "p")
+    s = build_report(root, root / "reports", [1, 2], sources={1: "data/pools/round-1", 2: "data/pools/round-2"})
+    seed, r1, r2 = s["table1"]
+    assert seed["round"] == 0 and seed["train_total"] == 48
+    assert r1 == {"round": 1, "source": "data/pools/round-1", "human_judged": 10, "human_accepted": 5,
+                  "disc_judged": 30, "disc_accepted": 13, "train_total": 48 + 5 + 13, "success_human": 0.5,
+                  "success_disc": 13 / 30, "test_success": pytest.approx(0.4), "test_psnr": 21.0}
+    assert r2["train_total"] > r1["train_total"] and r2["human_accepted"] == 6
+    assert [m["model"] for m in s["models"]] == ["remover", "remover"]   # reference fills are not models
+    assert s["discriminator"][0]["accuracy"] == 0.75
+
+
+def test_report_markdown_plots_and_na_for_missing_inputs(tmp_path):
+    root = make_project(tmp_path / "p", dpo_rounds=(1,))
+    s = build_report(root, root / "reports", [1, 2])
+    md = (root / "reports" / "report.md").read_text()
+    table = [l for l in md.splitlines() if l.startswith("| ")]
+    assert sum(l.startswith("| 1 | pool round-1") or l.startswith("| 2 | pool round-2") for l in table) == 2
+    assert "| 1 | 7 | 50.0% | 70.0% | 0.690 -> 0.600 | n/a |" in md     # round 1: DPO, no RWD
+    assert "| 2 | 14 | n/a | n/a | n/a | n/a |" in md                     # round 2: no DPO yet
+    for png in ("rounds.png", "calibration.png", "curves.png"):
+        assert (root / "reports" / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in md
+    assert s["samples"] is None and "## Samples" not in md
+    assert json.loads((root / "reports" / "summary.json").read_text())["rounds"] == [1, 2]
+
+
+def test_report_is_deterministic_and_drops_stale_plots(tmp_path):
+    root = make_project(tmp_path / "p")
+    build_report(root, root / "reports", [1, 2])
+    first = {p.name: p.read_bytes() for p in (root / "reports").iterdir()}
+    build_report(root, root / "reports", [1, 2])
+    assert {p.name: p.read_bytes() for p in (root / "reports").iterdir()} == first
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "reports").mkdir()
+    (empty / "reports" / "calibration.png").write_bytes(b"old")
+    s = build_report(empty, empty / "reports", [1])
+    assert s["plots"] == {} and not (empty / "reports" / "calibration.png").exists()
+    assert s["table1"][1]["human_judged"] is None and "| 1 | pool round-1 | n/a |" in (empty / "reports" / "report.md").read_text()
+
+
+def test_round_row_without_any_file_is_all_na():
+    row = round_row(3, {k: None for k in ("annotations", "auto_score", "trainset", "evaluate")}, "p")
+    assert {k for k, v in row.items() if v is not None} == {"round", "source"}
+    assert fmt(None) == fmt(float("nan")) == "n/a" and fmt(0.25, "%") == "25.0%"
+
+
+def test_reliability_bins_scores():
+    pts = reliability([0, 1, 1, 0], [0.05, 0.95, 1.0, 0.55], bins=2)
+    assert pts == [(0.05, 0.0, 1), (pytest.approx((0.95 + 1.0 + 0.55) / 3), pytest.approx(2 / 3), 3)]
+
+
+def test_report_stage_main_reads_rounds_from_params(tmp_path, monkeypatch, capsys):
+    root = make_project(tmp_path / "p", rounds=1)
+    (root / "results/evaluate/round-1/samples.png").write_bytes(b"\x89PNG fake")
+    (root / "params.yaml").write_text("base: {seed: 0}\nrounds:\n  '1': {init: models/base, train: data/seed, "
+                                      "pool: data/pools/round-1}\n")
+    monkeypatch.chdir(root)
+    assert report_stage.main(["--out", "reports"]) == 0
+    md = (root / "reports" / "report.md").read_text()
+    assert "| 1 | data/pools/round-1 |" in md and "](samples_round-1.png)" in md
+    assert "report: reports/report.md" in capsys.readouterr().out
+    (root / "params.yaml").write_text("rounds: [1]\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        report_stage.main(["--out", "reports"])
