@@ -24,14 +24,23 @@ EMAIL = re.compile(r"[^@/\\\s]+@[^@/\\\s]+\.[^@/\\\s]+")
 
 
 def load_config(root: Path) -> AnnotationConfig:
-    """``annotation:`` of ``<root>/params.yaml`` (defaults when the file or section is absent)."""
-    params = root / "params.yaml"
-    section = {}
-    if params.is_file():
-        import yaml
+    """``annotation:`` of ``<root>/params.yaml`` (defaults when the file or section is absent).
 
-        section = (yaml.safe_load(params.read_text(encoding="utf-8")) or {}).get("annotation") or {}
-    return AnnotationConfig(**section)
+    Raises:
+        ConfigError: naming the file, the key and the fix (invalid YAML, unknown key, bad value).
+    """
+    from pydantic import ValidationError
+
+    from rorem_core.config import ConfigError, format_validation_error, load_params
+
+    params = Path(root) / "params.yaml"
+    section = (load_params(params).get("annotation") or {}) if params.is_file() else {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{params}: [annotation] must be a mapping of keys, found {type(section).__name__}")
+    try:
+        return AnnotationConfig(**section)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error("annotation", e, str(params))) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +85,13 @@ def main(argv: list[str]) -> int:
         argv = argv[1:]
     args = _parser().parse_args(argv)
     root = (args.root or find_project_root()).resolve()
-    cfg = load_config(root)
+    from rorem_core.config import ConfigError
+
+    try:
+        cfg = load_config(root)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.port:
         cfg = cfg.model_copy(update={"port": args.port})
     server = LabelStudioServer(root=root, cfg=cfg)

@@ -77,7 +77,7 @@ class LabelStudioClient:
                 status = resp.status_code
                 if status < 400:
                     return resp
-                reason = f"HTTP {status}: {resp.text[:300]}"
+                reason = f"HTTP {status}: {self._scrub(resp.text)[:300]}"  # scrub before cutting: no token prefix
                 if status not in _RETRY_STATUS or not safe:
                     raise self._fail(method, path, reason, status) from None
             except httpx.ConnectError as e:  # never reached the server: always safe to resend
@@ -98,7 +98,8 @@ class LabelStudioClient:
         try:
             return resp.json()
         except json.JSONDecodeError:
-            raise self._fail(method, path, f"answer is not JSON: {resp.text[:200]!r}", resp.status_code) from None
+            raise self._fail(method, path, f"answer is not JSON: {self._scrub(resp.text)[:200]!r}",
+                             resp.status_code) from None
 
     # ---- server ------------------------------------------------------------------------------
     def health(self) -> bool:

@@ -143,12 +143,15 @@ def convert(tasks: list[dict], *, project: str, key_field: str, known: set[str] 
         if key is None or (known is not None and key not in known):
             conv.problems.append({"kind": "unknown_task", "project": project, "task_id": task.get("id"),
                                   "detail": f"{key_field}={key!r} is not in this round's manifest; "
-                                            f"{n_ann} annotation(s) on it are not converted"})
+                                            f"{n_ann} annotation(s) on it are not converted",
+                                  "fix": "pull with the candidates.json the round was pushed from, or delete "
+                                         "the stray task in Label Studio"})
             conv.counts["on_unknown_tasks"] += n_ann
             continue
         if key in conv.outcomes:
             conv.problems.append({"kind": "duplicate_task", "project": project, "task_id": task.get("id"),
-                                  "detail": f"a second task for {key_field}={key!r}; votes merged"})
+                                  "detail": f"a second task for {key_field}={key!r}; votes merged",
+                                  "fix": "none needed; delete the duplicate task in Label Studio to silence this"})
             conv.outcomes[key].task_ids.append(task.get("id"))
         else:
             conv.outcomes[key] = TaskOutcome(key, [task.get("id")], {})
@@ -185,7 +188,9 @@ def _collect_votes(conv: Conversion, out: TaskOutcome, by_who: dict[str, dict],
         except ResultMismatch as e:
             conv.problems.append({"kind": "result_mismatch", "project": conv.project,
                                   "task_id": ann.get("task"), "annotation_id": ann.get("id"),
-                                  "annotator": who, "detail": str(e)})
+                                  "annotator": who, "detail": str(e),
+                                  "fix": "ask the annotator to re-submit this task with the round's labeling "
+                                         "config (annotation/configs/); check the project's config was not edited"})
             conv.counts["mismatched"] += 1
             stats["mismatched"] += 1
             continue

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -79,15 +79,17 @@ class LabelStudioServer:
     cfg: AnnotationConfig
     data_dir: Path | None = None
     doc_root: Path | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)   # never in a repr, log or traceback
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
         self.data_dir = Path(self.data_dir or self.root / ".rorem" / "labelstudio").resolve()
         self.doc_root = Path(self.doc_root or self.root / "data").resolve()
-        if self.doc_root != self.root and self.root not in self.doc_root.parents:
-            raise ServerError(f"local-files root {self.doc_root} is outside the project {self.root}; "
-                              "it must be the project's data folder")
+        # strictly below the project and never its state: the root holds .rorem/secrets and .git
+        if self.root not in self.doc_root.parents or \
+                self.doc_root.relative_to(self.root).parts[0] in (".rorem", ".git", ".dvc"):
+            raise ServerError(f"local-files root {self.doc_root} is outside the project's data under "
+                              f"{self.root}; it must be the project's data folder")
         self.venv = Path(os.environ.get(VENV_ENV) or self.root / ".venv-ls")
         self.template = Path(os.environ.get(TEMPLATE_ENV) or self.root / ".rorem" / "labelstudio-template")
         self.secrets = self.root / ".rorem" / "secrets"

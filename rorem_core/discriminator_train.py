@@ -65,6 +65,10 @@ class TrainDiscriminatorConfig(TrainParams):
     ece_bins: int = Field(10, ge=1)
     eval_batch_size: int = Field(64, ge=1)       # held-out scoring batch
     warm_start: bool = False                     # start from --prev's LoRA + head (RORem's --pretrained_lora)
+    # known-good / known-bad examples from triplets with ground truth (--anchors, e.g. the seed set):
+    # per triplet (source, mask, GT) is good and (source, mask, source) = "object left" is bad. Training
+    # only, never held out: they anchor the obvious cases when human labels are few (round 1)
+    anchors: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check_disc(self):
@@ -99,6 +103,19 @@ def read_labelled(metas: Sequence[Path]) -> list[LabelledSample]:
         for i, t in enumerate(entries):
             f = [resolve_in_root(meta.parent, r, where=f"{meta} entry {i}") for r in (t.source, t.mask, t.GT)]
             out.append(LabelledSample(*f, label=float(t.score), extra=t.model_extra or {}))
+    return out
+
+
+def read_anchors(meta: Path, n: int, seed: int) -> list[LabelledSample]:
+    """``n`` triplets of ``meta`` (a seeded draw) as known-good GT and known-bad "object left" samples."""
+    entries = read_triplets(meta)
+    pick = np.random.default_rng([seed, 17]).permutation(len(entries))[:n]
+    out = []
+    for i in sorted(int(j) for j in pick):
+        t = entries[i]
+        src, mask, gt = (resolve_in_root(meta.parent, r, where=f"{meta} entry {i}") for r in (t.source, t.mask, t.GT))
+        out += [LabelledSample(src, mask, gt, 1.0, {"kind": "anchor_gt"}),
+                LabelledSample(src, mask, src, 0.0, {"kind": "anchor_leave"})]
     return out
 
 
@@ -203,8 +220,9 @@ class LabelData:
 
 
 def prepare_labels(cfg: TrainDiscriminatorConfig, init_ref: str | Path, label_metas: Sequence[Path],
-                   prev: Path | None) -> LabelData:
-    """Read the labels, split them by input (pinned by ``prev``'s split.json) and encode every triple once."""
+                   prev: Path | None, anchors: Path | None = None) -> LabelData:
+    """Read the labels, split them by input (pinned by ``prev``'s split.json) and encode every triple once;
+    ``cfg.anchors`` triplets of ``anchors`` join the training side only."""
     samples = read_labelled(label_metas)
     keys = [input_key(s) for s in samples]
     prev_split = json.loads((prev / "split.json").read_text()) if prev and (prev / "split.json").is_file() else None
@@ -212,6 +230,11 @@ def prepare_labels(cfg: TrainDiscriminatorConfig, init_ref: str | Path, label_me
     held = set(split["heldout"])
     train_s = [s for s, k in zip(samples, keys) if k not in held]
     held_s = [s for s, k in zip(samples, keys) if k in held]
+    if cfg.anchors:
+        if anchors is None:
+            raise ValueError(f"train_discriminator.anchors={cfg.anchors} needs triplets with ground truth "
+                             "(--anchors data/seed); or set anchors: 0")
+        train_s += read_anchors(anchors / "meta.json" if anchors.is_dir() else anchors, cfg.anchors, cfg.base.seed)
     if not train_s:
         raise ValueError(f"all {len(samples)} labelled samples are held out; lower heldout_fraction "
                          f"({cfg.heldout_fraction}) or add labels")
@@ -240,12 +263,12 @@ def build_for_training(cfg: TrainDiscriminatorConfig, init_ref: str | Path, prev
 
 def train_discriminator(cfg: TrainDiscriminatorConfig, init_ref: str | Path, label_metas: Sequence[Path],
                         out_dir: Path, *, prev: Path | None = None, run_name: str = "train_discriminator",
-                        wandb_group: str | None = None) -> dict:
+                        wandb_group: str | None = None, anchors: Path | None = None) -> dict:
     """Train on the training inputs of ``label_metas``, evaluate on the held-out inputs, write ``out_dir``
     (discriminator + split.json + heldout_scores.json + train_summary.json) atomically; returns metrics."""
     from rorem_core.trainer import make_accelerator, run_training
 
-    data = prepare_labels(cfg, init_ref, label_metas, prev)
+    data = prepare_labels(cfg, init_ref, label_metas, prev, anchors)
     table = data.table
     pw = pos_weight_from_labels(torch.tensor(table.labels)) if cfg.balance == "pos_weight" else None
     entries = oversample(table.entries, table.labels) if cfg.balance == "oversample" else table.entries

@@ -1,13 +1,16 @@
 """Image and mask file I/O. Images: float32 (H, W, 3) in [0, 1]. Masks: bool (H, W).
 
 Grayscale, palette and RGBA inputs are converted with PIL's ``convert("RGB")`` (alpha is
-dropped), never rejected. A mask file is read from its first channel and
+dropped), never rejected; 16-bit grayscale is scaled to 8 bits first (``convert`` would clip it to
+255, an almost white image). Images over ``MAX_PIXELS`` are refused from their header, before any
+pixel is decoded. A mask file is read from its first channel and
 binarised at 0.5, as RORem's inference does.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,10 @@ class ImageError(ValueError):
     """An image file is missing, truncated or undecodable; the message names the file."""
 
 
+class ImageTooLarge(ImageError):
+    """The header declares more than ``MAX_PIXELS`` pixels (nothing was decoded)."""
+
+
 def _open(path: str | Path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
@@ -29,13 +36,18 @@ def _open(path: str | Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: file is empty (0 bytes); re-export or remove the entry")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # PIL warns above ~89 M pixels; the limit is checked here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             w, h = im.size
             if w * h > MAX_PIXELS:
-                raise ImageError(f"{path}: {w}x{h} exceeds {MAX_PIXELS} pixels; downscale it first")
+                raise ImageTooLarge(f"{path}: {w}x{h} exceeds {MAX_PIXELS} pixels; downscale it first")
             im.load()
             return im.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # PIL's own header check (> 2x its limit) fired first
+        raise ImageTooLarge(f"{path}: {e}; downscale it first") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageError(f"{path}: cannot decode image ({e}); the file is truncated or not an "
                          "image: re-export it or remove the entry") from e
 
@@ -45,18 +57,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return _open(path).size
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")   # 16-bit grayscale PNG / TIFF
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in SIXTEEN_BIT_MODES:  # 0..65535 -> 0..255; PIL's convert would clip at 255
+        im = Image.fromarray(np.rint(np.asarray(im, dtype=np.float64) / 257.0).astype(np.uint8))
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
-    im = _open(path)
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    return np.asarray(im, dtype=np.float32) / 255.0
+    return np.asarray(_to_rgb(_open(path)), dtype=np.float32) / 255.0
 
 
 def load_mask(path: str | Path) -> np.ndarray:
-    im = _open(path)
-    if im.mode in ("RGBA", "LA"):
-        im = im.convert("RGB")
-    arr = np.asarray(im.convert("RGB"), dtype=np.float32)[..., 0] / 255.0
+    arr = np.asarray(_to_rgb(_open(path)), dtype=np.float32)[..., 0] / 255.0
     return arr >= 0.5
 
 

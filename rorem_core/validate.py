@@ -25,7 +25,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rorem_core.formats import Candidate, FormatError, Pair, PoolItem, Triplet, resolve_in_root
-from rorem_core.images import ImageError, image_size, load_mask
+from rorem_core.images import ImageError, ImageTooLarge, image_size, load_mask
 
 
 class ScoredTriplet(Triplet):
@@ -125,6 +125,9 @@ def _inspect(path: Path, is_mask: bool) -> _FileInfo:
             size, state = image_size(path), ""
         with Image.open(path) as im:  # header only, for the mode note
             mode = im.mode
+    except ImageTooLarge as e:
+        return _FileInfo(error=(f"image too large ({e})",
+                                "downscale it (training resizes to base.resolution anyway) or remove the entry"))
     except ImageError as e:
         cause = e.__cause__ or e
         return _FileInfo(error=(f"cannot decode image ({cause})",
@@ -289,6 +292,11 @@ def validate_dataset(path: str | Path, kind: str | None = None) -> ValidationRep
     if data is None:
         return report
     report.kind = kind = kind or detect_kind(data)
+    if kind is None and isinstance(data, dict):
+        report.problems.append(Problem(str(meta), None, "expected a JSON list of entries (RORem meta.json) or a "
+                                       "candidates manifest {\"version\": 1, \"candidates\": [...]}, found an object",
+                                       "write meta.json as [{...}, ...] (RORem layout)"))
+        return report
     if kind is None and data == []:
         report.problems.append(Problem(str(meta), None, "no entries", "regenerate the dataset or point to another one"))
         return report

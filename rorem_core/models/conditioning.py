@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from rorem_core.io import atomic_path
+from rorem_core.io import atomic_path, check_safetensors
 from rorem_core.models.loading import resolve_ref
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ def load_prompt_embeds(ref: str | Path, cache_dir: str | Path) -> PromptEmbeds:
                   Path(cache_dir) / "prompt" / f"{hashlib.sha256(base.encode()).hexdigest()[:24]}.safetensors"]
     for f in candidates:
         if f.is_file():
+            check_safetensors(f, fix=f"delete {f} if it is a cache file (it is recomputed), else restore it "
+                                     "with `dvc checkout`")
             t = load_file(str(f))
             return PromptEmbeds(hidden=t["hidden"], pooled=t["pooled"])
     emb = encode_empty_prompt(base)

@@ -68,6 +68,7 @@ def load_unet(ref: str | Path, *, dtype: torch.dtype = torch.float32, with_lora:
 
     r = resolve_ref(ref)
     kw = {"subfolder": r.unet_subfolder} if r.unet_subfolder else {}
+    check_local_weights(Path(r.unet) / (r.unet_subfolder or ""))
     unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=dtype, **kw)
     if unet.config.in_channels != 9:
         raise ValueError(f"{r.unet}: UNet has in_channels={unet.config.in_channels}; an inpainting "
@@ -79,8 +80,19 @@ def load_unet(ref: str | Path, *, dtype: torch.dtype = torch.float32, with_lora:
 
 def load_lora_into(unet, lora_dir: str | Path, adapter_name: str = "default") -> None:
     """Load a diffusers-format ``pytorch_lora_weights.safetensors`` into ``unet`` (peft)."""
+    check_local_weights(Path(lora_dir))
     unet.load_lora_adapter(str(lora_dir), weight_name="pytorch_lora_weights.safetensors",
                            prefix="unet", adapter_name=adapter_name)
+
+
+def check_local_weights(folder: Path) -> None:
+    """Refuse a truncated ``*.safetensors`` in a local model folder with the file and the fix
+    (diffusers would say only "Unable to load weights"); hub ids (no such folder) pass."""
+    from rorem_core.io import check_safetensors
+
+    if folder.is_dir():
+        for f in sorted(folder.glob("*.safetensors")):
+            check_safetensors(f)
 
 
 def load_vae(ref: str | Path, *, dtype: torch.dtype = torch.float32):

@@ -41,9 +41,10 @@ def _optional(p: Path | None) -> Path | None:
 
 
 def run(cfg: TrainDiscriminatorConfig, init: Path, labels: list[Path], out_dir: Path, *, prev: Path | None = None,
-        round_id: int = 1) -> TrainDiscriminatorResult:
+        round_id: int = 1, anchors: Path | None = None) -> TrainDiscriminatorResult:
     metrics = train_discriminator(cfg, init, [meta_path(p) for p in labels], out_dir, prev=prev,
-                                  run_name=f"train_discriminator/round-{round_id}", wandb_group=f"round-{round_id}")
+                                  run_name=f"train_discriminator/round-{round_id}", wandb_group=f"round-{round_id}",
+                                  anchors=anchors)
     return TrainDiscriminatorResult(out_dir=str(out_dir), metrics=metrics)
 
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", type=Path, nargs="*", default=[], help="scored label folders / meta.json files")
     p.add_argument("--labels-root", type=Path, help="read ROOT/round-1..N (N = --round), e.g. data/annotations")
     p.add_argument("--prev", type=Path, help="previous round's discriminator (keeps its held-out split); 'none' = no")
+    p.add_argument("--anchors", type=Path, help="triplets with ground truth (e.g. data/seed) for train_discriminator.anchors")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--metrics", type=Path)
     args = p.parse_args(argv)
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         labels = list(args.labels) + (rounds_labels(args.labels_root, args.round) if args.labels_root else [])
         if not labels:
             p.error("give --labels and/or --labels-root")
-        res = run(cfg, args.init, labels, args.out, prev=_optional(args.prev), round_id=args.round)
+        res = run(cfg, args.init, labels, args.out, prev=_optional(args.prev), round_id=args.round,
+                  anchors=args.anchors)
         _cli.write_metrics(args.metrics, res.metrics)
         return res
 

@@ -16,6 +16,7 @@ from annotation.paths import PathRefused, inside_root, local_files_url, safe_nam
 from annotation.push import label_config, pair_tasks, render_overlay
 from annotation.server import LabelStudioServer, ServerError, _secret
 from annotation.simulated import Oracle, _uniforms, read_hidden_gt
+from rorem_core.config import ConfigError
 from rorem_core.formats import read_candidates
 
 
@@ -130,5 +131,6 @@ def test_cli_status_when_down_and_params_section(tmp_path, capsys):
     assert cli.main(["--root", str(tmp_path), "add-user", "a@b.c", "--password-stdin"]) == 1
     assert "rorem labelstudio up" in capsys.readouterr().err
     (tmp_path / "params.yaml").write_text("annotation:\n  prot: 1\n")
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError, match=r"params.yaml: invalid \[annotation\][\s\S]*annotation\.prot"):
         cli.load_config(tmp_path)
+    assert cli.main(["--root", str(tmp_path), "status"]) == 2 and "annotation.prot" in capsys.readouterr().err

@@ -139,3 +139,23 @@ def test_config_checks(tiny_model, tmp_path):
         TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), loss="softplus_mse", balance="pos_weight")
     with pytest.raises(ValueError, match="threshold"):
         TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), threshold=1.5)
+
+
+def test_anchors_join_training_only(tiny_model, labels, tmp_path):
+    """Known-good GT / known-bad "object left" anchors from triplets with ground truth: they are added to
+    the training side, never to the held-out metrics, and a missing anchor set is a clear error."""
+    from rorem_core.discriminator_train import prepare_labels, read_anchors
+    from rorem_core.synthetic import SyntheticConfig, write_triplets
+
+    seed = tmp_path / "seed"
+    write_triplets(seed, SyntheticConfig(size=64), "seed", 6, 0.0)
+    anchors = read_anchors(seed / "meta.json", 4, seed=0)
+    assert [a.label for a in anchors] == [1.0, 0.0] * 4
+    assert all(a.result == a.source for a in anchors[1::2]) and all(a.result != a.source for a in anchors[::2])
+    cfg = TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), **{**TRAIN, "anchors": 4})
+    plain = prepare_labels(cfg.model_copy(update={"anchors": 0}), tiny_model, [labels[0] / "meta.json"], None)
+    data = prepare_labels(cfg, tiny_model, [labels[0] / "meta.json"], None, seed)
+    assert len(data.train) == len(plain.train) + 8 and len(data.held) == len(plain.held)
+    assert not any(s.extra.get("kind", "").startswith("anchor") for s in data.held)
+    with pytest.raises(ValueError, match="--anchors data/seed"):
+        prepare_labels(cfg, tiny_model, [labels[0] / "meta.json"], None)

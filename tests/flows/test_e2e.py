@@ -83,9 +83,11 @@ def e2e(tmp_path_factory, prefect_harness):
         (root / "rorem_core/assets/tiny_base").mkdir(parents=True)
         (root / "rorem_core/assets/tiny_base/README").write_text("placeholder: the shipped base is missing\n")
     small_params(root, _free_port())
-    saved = {k: os.environ.get(k) for k in (TOKEN_ENV, VENV_ENV, TEMPLATE_ENV, *GIT_ID)}
+    saved = {k: os.environ.get(k) for k in (TOKEN_ENV, VENV_ENV, TEMPLATE_ENV, "WANDB_API_KEY", *GIT_ID)}
+    # secrets the round must never write anywhere (checked by the two-round test with find_secrets)
     os.environ.update({TOKEN_ENV: "rorem-e2e-" + secrets.token_hex(8), VENV_ENV: str(shared.venv),
-                       TEMPLATE_ENV: str(shared.template), **GIT_ID})
+                       TEMPLATE_ENV: str(shared.template), "WANDB_API_KEY": "wandb-e2e-" + secrets.token_hex(16),
+                       **GIT_ID})
     sh(["git", "init", "-q"], root)
     sh([str(Path(sys.executable).with_name("dvc")), "init", "-q"], root)
     sh(["git", "add", "-A"], root)
@@ -178,6 +180,11 @@ def test_two_rounds_grow_the_training_set_and_restore_round_1(e2e):
     rows = json.loads((root / "reports/summary.json").read_text())["table1"]
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert rows[2]["train_total"] > rows[1]["train_total"] > rows[0]["train_total"]
+    # nothing two rounds wrote (files, logs, reports, DVC cache, git history) holds a secret
+    from annotation.server import TOKEN_ENV
+    from rorem_core.secrets_scan import find_secrets
+
+    assert find_secrets(root, [os.environ[TOKEN_ENV], os.environ["WANDB_API_KEY"]]) == []
 
 
 def test_fresh_clone_at_round_1_restores_it_and_reproduces_the_same_results(e2e):
@@ -199,7 +206,7 @@ def test_fresh_clone_at_round_1_restores_it_and_reproduces_the_same_results(e2e)
     # while training the remover: only that run's provenance (resumed_from, its log windows) differs.
     sh(["dvc", "repro", "-f"], clone, _venv_env())
     provenance = {"results/train_remover/round-1.json": {"resumed_from", "losses", "first_loss", "last_loss"}}
-    metrics = sorted(p.relative_to(root).as_posix() for p in (root / "results").rglob("*.json"))
+    metrics = sorted(p.relative_to(clone).as_posix() for p in (clone / "results").rglob("*.json"))   # round 1's
     assert len(metrics) >= 12, metrics
     for rel in metrics:
         drop = provenance.get(rel, set())
@@ -207,7 +214,7 @@ def test_fresh_clone_at_round_1_restores_it_and_reproduces_the_same_results(e2e)
         if isinstance(mine, dict):
             mine, again = ({k: v for k, v in d.items() if k not in drop} for d in (mine, again))
         assert mine == again, f"{rel} differs after dvc repro -f"
-    weights = sorted(p.relative_to(root).as_posix() for p in (root / "models").rglob("*.safetensors"))
+    weights = sorted(p.relative_to(clone).as_posix() for p in (clone / "models").rglob("*.safetensors"))
     assert any("discriminator" in w for w in weights) and any("lcm" in w for w in weights)
     for rel in weights:
         assert (clone / rel).read_bytes() == (root / rel).read_bytes(), f"{rel} differs after dvc repro -f"
