@@ -6,6 +6,7 @@ so a killed process never leaves a half-written file under its final name.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -36,16 +37,12 @@ def drop_stale_temps(path: Path) -> list[Path]:
     """Remove temp siblings of ``path`` (``.<name>.<pid>-*.tmp``) left by killed processes: the temp
     name carries the writer's pid, so a live writer's temp is never touched."""
     prefix, dropped = f".{path.name}.", []
-    for t in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+    for t in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
         pid = t.name[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(t) if t.is_dir() and not t.is_symlink() else t.unlink(missing_ok=True)
             dropped.append(t)
     return dropped
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _temp_prefix(path: Path) -> str:

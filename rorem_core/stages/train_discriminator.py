@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from rorem_core.datasets import meta_of
 from rorem_core.discriminator import is_no_discriminator
 from rorem_core.discriminator_train import TrainDiscriminatorConfig, train_discriminator
 from rorem_core.stages import _cli
@@ -18,17 +19,10 @@ class TrainDiscriminatorResult(BaseModel):
     metrics: dict
 
 
-def meta_path(p: Path) -> Path:
-    """Accept a label folder (``scored/meta.json`` as the annotation pull writes, or ``meta.json``) or a file."""
-    if p.is_dir():
-        return p / "scored" / "meta.json" if (p / "scored" / "meta.json").is_file() else p / "meta.json"
-    return p
-
-
 def rounds_labels(root: Path, round_id: int) -> list[Path]:
     """``root/round-1 .. root/round-N``: every human label so far; a missing round is an error."""
     folders = [root / f"round-{k}" for k in range(1, round_id + 1)]
-    missing = [str(f) for f in folders if not meta_path(f).is_file()]
+    missing = [str(f) for f in folders if not meta_of(f).is_file()]
     if missing:
         raise FileNotFoundError(f"no labels (scored/meta.json or meta.json) in {missing}; pull the annotations "
                                 "of those rounds first, or pass the label folders with --labels")
@@ -42,7 +36,7 @@ def _optional(p: Path | None) -> Path | None:
 
 def run(cfg: TrainDiscriminatorConfig, init: Path, labels: list[Path], out_dir: Path, *, prev: Path | None = None,
         round_id: int = 1, anchors: Path | None = None) -> TrainDiscriminatorResult:
-    metrics = train_discriminator(cfg, init, [meta_path(p) for p in labels], out_dir, prev=prev,
+    metrics = train_discriminator(cfg, init, [meta_of(p) for p in labels], out_dir, prev=prev,
                                   run_name=f"train_discriminator/round-{round_id}", wandb_group=f"round-{round_id}",
                                   anchors=anchors)
     return TrainDiscriminatorResult(out_dir=str(out_dir), metrics=metrics)
