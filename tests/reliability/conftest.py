@@ -17,9 +17,11 @@ from rorem_core.images import save_png
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
-    """Tiny models run much faster on one thread than on two oversubscribed cores."""
+    """Tiny models run much faster on one thread than on two oversubscribed cores. Module scope, so the
+    module-scoped training fixtures run on the same thread count as the tests that compare against
+    them (CPU float reductions differ between 1 and 2 threads)."""
     import torch
 
     before = torch.get_num_threads()
