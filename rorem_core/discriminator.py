@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rorem_core.io import atomic_path, check_safetensors, write_json_atomic
+from rorem_core.io import atomic_path, check_safetensors, load_torch_state, write_json_atomic
 from rorem_core.losses import DISCRIMINATOR_SCORES
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
 from rorem_core.models.loading import load_unet, resolve_ref
@@ -330,7 +330,7 @@ def load_discriminator(path: str | Path, *, cache_dir: str | Path, base: str | P
     if (p / HEAD_FILE).is_file():
         head.load_state_dict(load_file(str(p / HEAD_FILE)))
     else:
-        sd = torch.load(p / RORem_HEAD_FILE, map_location="cpu", weights_only=True)  # no pickle code runs
+        sd = load_torch_state(p / RORem_HEAD_FILE)  # weights_only: no pickle code runs
         head.load_state_dict({k.removeprefix(RORem_PREFIX): v for k, v in sd.items() if k.startswith(RORem_PREFIX)})
     info = info.model_copy(update={"head_channels": head[0].in_channels, "head_groups": head[1].num_groups})
     disc = Discriminator(unet, head, load_prompt_embeds(info.base, cache_dir), vae_factor(info.base), info)

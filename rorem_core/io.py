@@ -168,6 +168,29 @@ def check_safetensors(path: str | os.PathLike, fix: str = "") -> None:
                               f"says {expected}); {fix}")
 
 
+def load_torch_state(path: str | os.PathLike, fix: str = "") -> dict:
+    """A torch ``.pt`` state dict loaded with ``weights_only=True`` (no pickle code runs). A torch zip
+    has no length header to check up front, so a truncated or altered file is caught by its zip
+    directory / CRCs while loading and raised as ArtifactCorrupt naming the file and ``fix``."""
+    import pickle  # only for its exception type: loading goes through weights_only
+
+    import torch  # here, not at the top: the annotation layer imports this module without torch
+
+    path = Path(path)
+    fix = fix or ("restore it with `dvc checkout` (or `dvc pull`), or copy it again from the release "
+                  "that shipped it")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ArtifactCorrupt(f"{path}: truncated or unreadable torch file ({first}); {fix}") from None
+    if not isinstance(state, dict):
+        raise ArtifactCorrupt(f"{path}: holds a {type(state).__name__}, not a state dict; {fix}")
+    return state
+
+
 def file_manifest(folder: str | os.PathLike, skip: tuple[str, ...] = ()) -> dict[str, list]:
     """{relative posix path: [size, sha256]} of every file under ``folder`` (names in ``skip`` left out)."""
     folder = Path(folder)

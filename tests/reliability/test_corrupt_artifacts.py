@@ -135,6 +135,30 @@ def test_truncated_model_output_is_refused_naming_the_file_and_the_fix(trained, 
         load_lora_into(load_unet(trained[2]), lora)
 
 
+
+def test_truncated_rorem_head_checkpoint_is_refused_naming_the_file(tiny_model, tmp_path):
+    """RORem's released discriminator head is a torch zip (``cls_pred_branch.pt``): no header to check
+    up front, so the zip directory / CRCs catch it while loading, and the error is ours, not torch's."""
+    from rorem_core.discriminator import (RORem_HEAD_FILE, DiscriminatorInfo, build_discriminator,
+                                          load_discriminator, make_trainable, save_rorem_layout)
+
+    disc = build_discriminator(tiny_model, cache_dir=tmp_path / "cache",
+                               info=DiscriminatorInfo(base=str(tiny_model), resolution=32, lora_rank=4))
+    make_trainable(disc)                                           # adds the LoRA the layout stores
+    save_rorem_layout(disc, tmp_path / "rorem")
+    head = tmp_path / "rorem" / RORem_HEAD_FILE
+    good = head.read_bytes()
+    for damaged in (good[: len(good) // 2], good[:-30], b""):
+        head.write_bytes(damaged)
+        with pytest.raises(ArtifactCorrupt) as e:
+            load_discriminator(tmp_path / "rorem", cache_dir=tmp_path / "cache", base=tiny_model, resolution=32)
+        assert str(head) in str(e.value) and "dvc checkout" in str(e.value) and "truncated" in str(e.value)
+    torch.save([1, 2], head)                                       # a valid torch file, but not a state dict
+    with pytest.raises(ArtifactCorrupt, match="not a state dict"):
+        load_discriminator(tmp_path / "rorem", cache_dir=tmp_path / "cache", base=tiny_model, resolution=32)
+    head.write_bytes(good)
+    assert load_discriminator(tmp_path / "rorem", cache_dir=tmp_path / "cache", base=tiny_model, resolution=32)
+
 def test_truncated_latent_cache_entry_stops_training_naming_the_entry(trained, tiny_model, tiny_triplets):
     tmp, _, _ = trained
     entries = sorted((tmp / "cache" / "latents").glob("*/*/*.safetensors"))
