@@ -60,7 +60,7 @@ class AnnotationConfig(BaseModel):
     model_version: str = "discriminator"        # prediction label when a candidate has no score_model
     import_batch: int = Field(1000, ge=1)       # tasks per import request
     timeout_s: float = Field(60.0, gt=0)        # per HTTP request
-    retries: int = Field(4, ge=0)               # extra attempts after a connection error / 5xx
+    retries: int = Field(6, ge=0)               # extra attempts after a connection error / 5xx (~23 s in all)
     backoff_s: float = Field(0.5, ge=0)         # first wait; doubles per attempt
     backoff_max_s: float = Field(8.0, ge=0)     # cap per wait: at most retries * backoff_max_s in total
     start_timeout_s: float = Field(180.0, gt=0)  # wait for /health after `up` (a cold start migrates ~40 s)

@@ -3,8 +3,9 @@ push, the push or pull process dying half-way, and (slow) a SIGKILL during the d
 distillation training stages. Each time the re-run completes, nothing is duplicated or lost, and the
 outputs equal those of a run without the fault.
 
-Label Studio is an in-memory fake here (the real server's restart and idempotency are tested in
-tests/annotation/test_ls_integration.py); the training stages run as real subprocesses.
+Label Studio is an in-memory fake here, for fast checks of every kill point's logic; the same faults
+against the real server (killed push and pull processes, a server crash and restart in the middle of a
+push) are in tests/annotation/test_ls_faults.py. The training stages run as real subprocesses.
 """
 
 from __future__ import annotations
