@@ -162,15 +162,13 @@ def _weights(batch: dict, cfg: DistillConfig, device) -> tuple[torch.Tensor | No
 
 
 def make_distill_loss(unet, lctx: LCMContext, cfg: DistillConfig, *, teacher: Reference = adapters_disabled,
-                      reward_fn: RewardFn | None = None, history: list | None = None):
+                      reward_fn: RewardFn | None = None):
     """compute_loss(batch, gen) for rorem_core.trainer.run_training."""
     def compute_loss(batch: dict, gen: torch.Generator, model=None):   # model: the prepared (DDP) UNet
         if cfg.augment_dihedral:
             batch = augment_spatial(batch, gen)
         loss, metrics = lcm_step(unet, batch, gen, lctx, cfg, teacher=teacher, reward_fn=reward_fn,
                                  student_net=model)
-        if history is not None:
-            history.append({"loss": float(loss.detach()), **{k: float(v) for k, v in metrics.items()}})
         return loss, metrics
     return compute_loss
 

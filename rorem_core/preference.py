@@ -36,6 +36,7 @@ from rorem_core.models.conditioning import PromptEmbeds
 from rorem_core.models.loading import load_unet, resolve_ref, write_ref
 from rorem_core.pairs import load_pair_batch
 from rorem_core.remover import add_lora, dihedral, save_lora, unet_forward
+from rorem_core.trainer import mean_dicts
 
 ATTN_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # HF-DPO LoRA targets
 
@@ -170,8 +171,7 @@ def single_errors(unet, batch: dict, gen: torch.Generator, ctx: StepContext,
     return policy, ref
 
 
-def make_preference_loss(unet, ctx: StepContext, cfg: TrainDPOConfig, reference: Reference = adapters_disabled,
-                         history: list | None = None):
+def make_preference_loss(unet, ctx: StepContext, cfg: TrainDPOConfig, reference: Reference = adapters_disabled):
     """compute_loss(batch, gen) -> (loss, metrics) for rorem_core.trainer.run_training."""
     loss_fn = get_loss(cfg.loss)
 
@@ -185,8 +185,6 @@ def make_preference_loss(unet, ctx: StepContext, cfg: TrainDPOConfig, reference:
             loss, metrics = loss_fn(policy, ref, batch["label"].to(ctx.device), beta=cfg.kto_beta,
                                     desirable_weight=cfg.kto_desirable_weight,
                                     undesirable_weight=cfg.kto_undesirable_weight)
-        if history is not None:
-            history.append({"loss": float(loss.detach()), **{k: float(v) for k, v in metrics.items()}})
         return loss, metrics
 
     return compute_loss
@@ -258,9 +256,8 @@ class LoraPolicy:
 
 
 def history_tail(history: list[dict], n: int = 10) -> dict[str, float]:
-    """Mean of each logged metric over the last ``n`` steps ({} before any step)."""
-    tail = history[-n:]
-    return {k: sum(h[k] for h in tail) / len(tail) for k in tail[0]} if tail else {}
+    """Mean of each metric over the last ``n`` steps of a TrainResult's history ({} before any step)."""
+    return mean_dicts(history[-n:])
 
 
 def save_lora_remover(unet, init_ref: str | Path, out_dir: Path, fused: bool, summary: dict) -> None:

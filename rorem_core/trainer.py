@@ -21,9 +21,9 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ class TrainResult:
     steps: int
     resumed_from: int
     losses: list[tuple[int, float]] = field(default_factory=list)   # (step, mean loss over log window)
+    # per optimiser step: {"step", "loss", **the loss fn's metrics}, means over grad_accum micro-steps.
+    # Kept in every checkpoint, so a resumed run reports what an uninterrupted one does.
+    history: list[dict] = field(default_factory=list)
     fixed_loss: tuple[float, float] | None = None   # optional (before, after) on a fixed set, set by stages
 
     @property
@@ -134,7 +137,7 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
     return None
 
 
-def _save_checkpoint(accelerator, ckpt_root: Path, step: int, losses, keep: int) -> None:
+def _save_checkpoint(accelerator, ckpt_root: Path, step: int, history: list[dict], keep: int) -> None:
     """save_state into a temp dir, then rename: a kill mid-save leaves no 'checkpoint-N'. The manifest
     of every file (size, sha256) goes into train_state.json, written last."""
     final = ckpt_root / f"checkpoint-{step}"
@@ -145,7 +148,7 @@ def _save_checkpoint(accelerator, ckpt_root: Path, step: int, losses, keep: int)
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()  # every process's files (RNG states) are in tmp before the manifest
     if accelerator.is_main_process:
-        write_json_atomic(tmp / "train_state.json", {"step": step, "losses": losses,
+        write_json_atomic(tmp / "train_state.json", {"step": step, "history": history,
                                                      "files": file_manifest(tmp, skip=("train_state.json",))})
         if final.exists():  # a damaged checkpoint of this step, skipped at resume: replace it
             shutil.rmtree(final)
@@ -179,11 +182,11 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
     plan = BatchPlan(entries, params.batch_size, base.seed, acc.process_index, acc.num_processes, batch_fn)
     _log_batch_arithmetic(acc, params, len(entries))
 
-    step, losses = 0, []
+    step, history = 0, []
     if (last := latest_checkpoint(ckpt_root)) is not None:
         acc.load_state(str(last))
         state = json.loads((last / "train_state.json").read_text())
-        step, losses = state["step"], [tuple(x) for x in state["losses"]]
+        step, history = state["step"], state.get("history", [])
         acc.print(f"resuming {run_name} from {last.name} (step {step}/{params.steps})")
     resumed_from = step
     if acc.is_main_process and log_with_tracker(acc):
@@ -192,8 +195,8 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
 
     model.train()
     bar = tqdm(total=params.steps, initial=step, desc=run_name, disable=not acc.is_local_main_process)
-    window: list[float] = []
     while step < params.steps:
+        micro_logs = []
         for micro in range(params.grad_accum):
             k = step * params.grad_accum + micro
             with acc.accumulate(model):
@@ -204,21 +207,22 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
                 optimizer.step()
                 lr_sched.step()
                 optimizer.zero_grad(set_to_none=True)
-            window.append(float(loss.detach()))
+            micro_logs.append({"loss": float(loss.detach()), **_floats(metrics)})
         step += 1
+        history.append({"step": step, **mean_dicts(micro_logs)})
         bar.update(1)
         if step % params.log_every == 0 or step == params.steps:
-            mean = float(np.mean(window))
-            losses.append((step, mean))
-            window.clear()
-            bar.set_postfix(loss=f"{mean:.4f}")
-            acc.log({"loss": mean, "lr": lr_sched.get_last_lr()[0], **_floats(metrics)}, step=step)
+            start = _window_start(step, params.log_every)
+            logged = mean_dicts([h for h in history[-(step - start):] if h["step"] > start])
+            bar.set_postfix(loss=f"{logged['loss']:.4f}")
+            acc.log({**logged, "lr": lr_sched.get_last_lr()[0]}, step=step)
         if step % params.checkpoint_every == 0 and step < params.steps:
-            _save_checkpoint(acc, ckpt_root, step, losses, params.checkpoints_keep)
+            _save_checkpoint(acc, ckpt_root, step, history, params.checkpoints_keep)
     bar.close()
     acc.wait_for_everyone()
     acc.end_training()
-    return TrainResult(steps=step, resumed_from=resumed_from, losses=losses), acc.unwrap_model(model)
+    return TrainResult(steps=step, resumed_from=resumed_from, losses=log_windows(history, params.log_every),
+                       history=history), acc.unwrap_model(model)
 
 
 def log_with_tracker(acc) -> bool:
@@ -227,6 +231,27 @@ def log_with_tracker(acc) -> bool:
 
 def _floats(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor))}
+
+
+def mean_dicts(rows: Sequence[dict]) -> dict[str, float]:
+    """Mean of each key over ``rows`` (the keys of the first row; ``step`` dropped); {} for no rows."""
+    keys = [k for k in (rows[0] if rows else {}) if k != "step"]
+    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+
+
+def log_windows(history: list[dict], log_every: int) -> list[tuple[int, float]]:
+    """(step, mean loss) at every logging step: steps that are multiples of ``log_every`` and the
+    last one, each averaged over the steps since the previous logging step."""
+    by_step = {h["step"]: h for h in history}
+    last = history[-1]["step"] if history else 0
+    ends = [st for st in by_step if st % log_every == 0 or st == last]
+    return [(end, mean_dicts([by_step[k] for k in range(_window_start(end, log_every) + 1, end + 1) if k in by_step])
+             ["loss"]) for end in ends]
+
+
+def _window_start(end: int, log_every: int) -> int:
+    """The logging step before ``end`` (its window is the steps (start, end])."""
+    return (end - 1) // log_every * log_every
 
 
 def _log_batch_arithmetic(acc, params: TrainParams, n: int) -> None:

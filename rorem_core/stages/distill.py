@@ -63,13 +63,12 @@ def run(cfg: DistillConfig, teacher: Path, out_dir: Path, *, train: Sequence[Pat
     step_ctx = StepContext.from_scheduler(load_scheduler_config(teacher),
                                           load_prompt_embeds(teacher, cfg.base.cache_dir), cfg.base.resolution, device)
     lctx = LCMContext.build(step_ctx, cfg.num_ddim_timesteps, guidance=cfg.guidance_max > 0)
-    history: list[dict] = []
-    loss_fn = make_distill_loss(unet, lctx, cfg, reward_fn=load_reward_fn(cfg, reward_model, device), history=history)
+    loss_fn = make_distill_loss(unet, lctx, cfg, reward_fn=load_reward_fn(cfg, reward_model, device))
     result, unet = run_training(base=cfg.base, params=cfg, model=unet, trainable=pol.trainable, entries=entries,
                                 compute_loss=loss_fn, work_dir=pol.work, run_name=pol.run_name,
                                 tracker_config=cfg.model_dump(), wandb_group=f"round-{round_id}",
                                 accelerator=pol.acc, batch_fn=labelled_batch_fn("score"))
-    last = history_tail(history)
+    last = history_tail(result.history)
     res = DistillResult(out_dir=str(out_dir), reward_mode=cfg.reward_mode, steps=result.steps,
                         resumed_from=result.resumed_from, n_train=len(entries), data=counts,
                         first_loss=result.first_loss, last_loss=result.last_loss, train_last=last)

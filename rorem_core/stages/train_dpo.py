@@ -63,14 +63,13 @@ def run(cfg: TrainDPOConfig, init: Path, out_dir: Path, *, pairs: Sequence[Path]
     ctx = StepContext.from_scheduler(load_scheduler_config(init), load_prompt_embeds(init, cfg.base.cache_dir),
                                      cfg.base.resolution, device, masked=cfg.masked)
     before = _validate(unet, val, ctx, cfg)
-    history: list[dict] = []
-    loss_fn = make_preference_loss(unet, ctx, cfg, history=history)
+    loss_fn = make_preference_loss(unet, ctx, cfg)
     result, unet = run_training(base=cfg.base, params=cfg, model=unet, trainable=pol.trainable, entries=train,
                                 compute_loss=loss_fn, work_dir=pol.work, run_name=pol.run_name,
                                 tracker_config=cfg.model_dump(), wandb_group=f"round-{round_id}",
                                 accelerator=pol.acc, batch_fn=batch_fn)
     after = _validate(unet, val, ctx, cfg)
-    last = history_tail(history)
+    last = history_tail(result.history)
     res = TrainDPOResult(out_dir=str(out_dir), loss=cfg.loss, steps=result.steps, resumed_from=result.resumed_from,
                          n_train=len(train), n_val=len(val), first_loss=result.first_loss,
                          last_loss=result.last_loss, val_before=before, val_after=after, train_last=last)

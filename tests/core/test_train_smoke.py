@@ -149,3 +149,12 @@ def test_grad_accumulation_and_offline_wandb_tracking(tiny_workspace, small_set,
     assert res.steps == 2 and [s for s, _ in res.losses] == [1, 2]
     runs = list((tmp_path / "work").rglob("offline-run-*"))
     assert runs, "no offline wandb run was written"
+
+
+def test_log_windows_average_the_steps_since_the_previous_logging_step():
+    from rorem_core.trainer import log_windows, mean_dicts
+
+    history = [{"step": i, "loss": float(i), "acc": i / 10} for i in range(1, 8)]
+    assert log_windows(history, 3) == [(3, 2.0), (6, 5.0), (7, 7.0)]
+    assert log_windows(history[4:], 3) == [(6, 5.5), (7, 7.0)]      # a history that starts at step 5
+    assert mean_dicts(history[-2:]) == pytest.approx({"loss": 6.5, "acc": 0.65}) and mean_dicts([]) == {}

@@ -223,6 +223,16 @@ def _run(cmd: list[str]) -> None:
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 
+def _flat(d: dict, prefix: str = "", drop: set = frozenset()) -> dict:
+    """{"a.b": leaf} for a nested metrics dict, without the keys in ``drop``."""
+    out = {}
+    for k, v in d.items():
+        if k in drop:
+            continue
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def _weights(out: Path) -> dict[str, torch.Tensor]:
     return {f"{p.relative_to(out)}:{k}": v for p in sorted(out.rglob("*.safetensors")) for k, v in load_file(p).items()}
 
@@ -252,6 +262,9 @@ def test_sigkill_during_training_then_rerun_matches_an_uninterrupted_run(stage, 
     assert a.keys() == b.keys() and a
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-6, f"{stage}: resumed weights differ from the uninterrupted run by {worst}"
+    # the loss and metric history travels in the checkpoints: the reported metrics match too
+    got, want = (_flat(m, drop={"resumed_from", "out_dir"}) for m in (metrics, json.loads((ref / "metrics.json").read_text())))
+    assert got.keys() == want.keys() and got == pytest.approx(want, abs=1e-6), stage
 
 
 @pytest.mark.slow
