@@ -21,11 +21,11 @@ for key, value in {
 # Shared tiny workspace: bootstrap once per session (shipped tiny base, synthetic data), reused by
 # every test that needs real models or data. Tests must not modify it; copy what they change.
 # --------------------------------------------------------------------------------------------
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+from dataclasses import dataclass
+from pathlib import Path
 
-import pytest  # noqa: E402
-import yaml  # noqa: E402
+import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,3 +74,50 @@ def tiny_workspace(tmp_path_factory) -> Workspace:
     cfg = stage_config("bootstrap", params)
     bootstrap.run(cfg, root / "models" / "base", root / "data")
     return Workspace(root=root, params_path=path, params=params)
+
+
+@pytest.fixture(scope="session")
+def random_tiny_model(tmp_path_factory):
+    """``random_tiny_model(size) -> Path``: a random tiny SDXL-inpainting model dir (diffusers layout,
+    analytic autoencoder, prompt embeddings) at ``size`` px, built once per size per session
+    (seconds). Read-only for the tests: copy it to change it."""
+    from rorem_core.models.conditioning import (
+        EMBED_FILE,
+        encode_empty_prompt,
+        save_prompt_embeds,
+    )
+    from rorem_core.models.tiny import TinyPresetConfig, build_tiny_model
+
+    built: dict[int, Path] = {}
+
+    def get(size: int) -> Path:
+        if size not in built:
+            out = tmp_path_factory.mktemp(f"random_tiny_{size}") / "base"
+            build_tiny_model(out, TinyPresetConfig(), size)
+            save_prompt_embeds(out / EMBED_FILE, encode_empty_prompt(str(out)))
+            built[size] = out
+        return built[size]
+
+    return get
+
+
+def _copy_project(dst: Path) -> Path:
+    """Copy the project's files (tracked or untracked-but-not-ignored; without tests/ and .dvc/) to
+    ``dst``: a fresh project to init git + DVC in, as a user's checkout would be."""
+    import shutil
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if rel.startswith(("tests/", ".dvc/")) or not (REPO / rel).is_file():
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dst / rel)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def copy_project():
+    """``copy_project(dst) -> dst``: the project's files copied to ``dst`` (see _copy_project)."""
+    return _copy_project

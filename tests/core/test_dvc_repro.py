@@ -3,7 +3,6 @@ second `dvc repro` has nothing to do. Here: the stages before the human gate (a 
 frozen annotations yet; tests/flows/test_e2e.py reproduces whole rounds, annotations included)."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
@@ -22,15 +20,8 @@ def _run(cmd, cwd, env):
 
 
 @pytest.fixture(scope="module")
-def clone(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dvcclone") / "proj"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if rel.startswith(("tests/", ".dvc/")) or not (REPO / rel).is_file():
-            continue
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, root / rel)
+def clone(tmp_path_factory, copy_project):
+    root = copy_project(tmp_path_factory.mktemp("dvcclone") / "proj")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["base"].update(wandb_mode="disabled", device="cpu")
     params["bootstrap"]["base_unet"] = os.environ.get("ROREM_TEST_BASE_UNET", "shipped")

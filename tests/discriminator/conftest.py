@@ -12,12 +12,6 @@ from rorem_core.baselines import leave_object, telea
 from rorem_core.config import BaseConfig
 from rorem_core.formats import Candidate, read_pool, write_candidates
 from rorem_core.images import load_mask, load_rgb, save_png
-from rorem_core.models.conditioning import (
-    EMBED_FILE,
-    encode_empty_prompt,
-    save_prompt_embeds,
-)
-from rorem_core.models.tiny import TinyPresetConfig, build_tiny_model
 from rorem_core.synthetic import SyntheticConfig, write_pool
 
 FILLS = {"telea": telea, "leave": leave_object}
@@ -36,12 +30,9 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
+def tiny_model(random_tiny_model) -> Path:
     """Random tiny SDXL-inpainting model dir (64 px, analytic autoencoder, 16x16 latents, 4x4 mid map)."""
-    out = tmp_path_factory.mktemp("disc_model") / "base"
-    build_tiny_model(out, TinyPresetConfig(), 64)
-    save_prompt_embeds(out / EMBED_FILE, encode_empty_prompt(str(out)))
-    return out
+    return random_tiny_model(64)
 
 
 @dataclass

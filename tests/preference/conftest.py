@@ -16,15 +16,9 @@ RES = 32
 
 
 @pytest.fixture(scope="session")
-def small_model(tmp_path_factory) -> Path:
+def small_model(random_tiny_model) -> Path:
     """A random tiny remover dir (diffusers layout, v-prediction, analytic autoencoder) at 32 px."""
-    from rorem_core.models.conditioning import EMBED_FILE, encode_empty_prompt, save_prompt_embeds
-    from rorem_core.models.tiny import TinyPresetConfig, build_tiny_model
-
-    out = tmp_path_factory.mktemp("pref_model") / "base"
-    build_tiny_model(out, TinyPresetConfig(), RES)
-    save_prompt_embeds(out / EMBED_FILE, encode_empty_prompt(str(out)))
-    return out
+    return random_tiny_model(RES)
 
 
 @pytest.fixture(scope="session")

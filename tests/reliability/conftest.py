@@ -119,19 +119,9 @@ def ann_round(tmp_path):
 # ---- a tiny random remover -----------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
+def tiny_model(random_tiny_model) -> Path:
     """Random tiny SDXL-inpainting model dir at 32 px (analytic autoencoder), with prompt embeddings."""
-    from rorem_core.models.conditioning import (
-        EMBED_FILE,
-        encode_empty_prompt,
-        save_prompt_embeds,
-    )
-    from rorem_core.models.tiny import TinyPresetConfig, build_tiny_model
-
-    out = tmp_path_factory.mktemp("rel_model") / "base"
-    build_tiny_model(out, TinyPresetConfig(), SIZE)
-    save_prompt_embeds(out / EMBED_FILE, encode_empty_prompt(str(out)))
-    return out
+    return random_tiny_model(SIZE)
 
 
 @pytest.fixture(scope="session")
