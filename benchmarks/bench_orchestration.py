@@ -45,7 +45,12 @@ def scratch_project(root: Path, steps: int, pool: int) -> None:
     p["bootstrap"]["synthetic"].update(n_seed=48, n_test=16, pool_size=pool, n_pools=1)
     p["train_remover"].update(steps=steps, batch_size=8, lr_warmup_steps=1, checkpoint_every=max(1, steps // 2))
     p["generate"].update(steps=2, num_seeds=2)
-    p["evaluate"].update(steps=2, batch_size=8)
+    for section in ("evaluate", "evaluate_dpo", "evaluate_lcm"):
+        p[section].update(steps=2, batch_size=8)
+    small = {"lr_warmup_steps": 1, "checkpoint_every": 2, "log_every": 1}
+    p["train_discriminator"].update(steps=4, batch_size=8, **small)
+    p["train_dpo"].update(steps=3, batch_size=4, **small)
+    p["distill"].update(steps=3, batch_size=4, **small)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         p["annotation"] = {**(p.get("annotation") or {}), "port": s.getsockname()[1], "project_prefix": "bench"}
