@@ -31,10 +31,10 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rorem_core.io import atomic_path, check_safetensors, load_torch_state, write_json_atomic
+from rorem_core.io import atomic_path, load_torch_state, write_json_atomic
 from rorem_core.losses import DISCRIMINATOR_SCORES
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
-from rorem_core.models.loading import load_unet, resolve_ref
+from rorem_core.models.loading import check_local_weights, load_unet, resolve_ref
 
 INFO_FILE = "discriminator.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -319,8 +319,7 @@ def load_discriminator(path: str | Path, *, cache_dir: str | Path, base: str | P
     """Load ours or RORem's layout (``base``/``resolution`` are only used for RORem's, which lacks them)."""
     p = Path(path)
     info = read_info(p, base=base, resolution=resolution)
-    for f in sorted(p.glob("*.safetensors")):  # a truncated weight file fails here, named, not deep in torch
-        check_safetensors(f)
+    check_local_weights(p)  # a truncated weight file fails here, named, not deep in torch
     unet = load_encoder(info.base, dtype)
     if info.mode == "full":
         unet.load_state_dict(load_file(str(p / ENCODER_FILE)))

@@ -23,14 +23,20 @@ FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs. A zombie (killed, not reaped yet) counts as gone: a SIGKILLed
+    writer whose parent died too stays one where nothing reaps orphans (containers without an init)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:   # exists, owned by someone else
-        return True
-    return True
+        pass
+    try:  # Linux: the state letter follows the parenthesised command name
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True           # no /proc (macOS): kill(0) is all we know
+    return state != "Z"
 
 
 def drop_stale_temps(path: Path) -> list[Path]:
@@ -39,7 +45,7 @@ def drop_stale_temps(path: Path) -> list[Path]:
     prefix, dropped = f".{path.name}.", []
     for t in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
         pid = t.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(t) if t.is_dir() and not t.is_symlink() else t.unlink(missing_ok=True)
             dropped.append(t)
     return dropped

@@ -15,6 +15,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -212,8 +213,7 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
         history.append({"step": step, **mean_dicts(micro_logs)})
         bar.update(1)
         if step % params.log_every == 0 or step == params.steps:
-            start = _window_start(step, params.log_every)
-            logged = mean_dicts([h for h in history[-(step - start):] if h["step"] > start])
+            logged = mean_dicts(log_window(history, step, params.log_every))
             bar.set_postfix(loss=f"{logged['loss']:.4f}")
             acc.log({**logged, "lr": lr_sched.get_last_lr()[0]}, step=step)
         if step % params.checkpoint_every == 0 and step < params.steps:
@@ -242,16 +242,16 @@ def mean_dicts(rows: Sequence[dict]) -> dict[str, float]:
 def log_windows(history: list[dict], log_every: int) -> list[tuple[int, float]]:
     """(step, mean loss) at every logging step: steps that are multiples of ``log_every`` and the
     last one, each averaged over the steps since the previous logging step."""
-    by_step = {h["step"]: h for h in history}
     last = history[-1]["step"] if history else 0
-    ends = [st for st in by_step if st % log_every == 0 or st == last]
-    return [(end, mean_dicts([by_step[k] for k in range(_window_start(end, log_every) + 1, end + 1) if k in by_step])
-             ["loss"]) for end in ends]
+    return [(h["step"], mean_dicts(log_window(history, h["step"], log_every))["loss"]) for h in history
+            if h["step"] % log_every == 0 or h["step"] == last]
 
 
-def _window_start(end: int, log_every: int) -> int:
-    """The logging step before ``end`` (its window is the steps (start, end])."""
-    return (end - 1) // log_every * log_every
+def log_window(history: list[dict], end: int, log_every: int) -> list[dict]:
+    """The rows of ``history`` (in step order) for steps (start, end], start = the logging step before ``end``."""
+    start = (end - 1) // log_every * log_every
+    return history[bisect.bisect_right(history, start, key=lambda h: h["step"]):
+                   bisect.bisect_right(history, end, key=lambda h: h["step"])]
 
 
 def _log_batch_arithmetic(acc, params: TrainParams, n: int) -> None:

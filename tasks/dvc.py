@@ -203,15 +203,6 @@ def record_key(root: Path, stage: StageDef, key: str) -> None:
                       {"key": key, "lock": _entry_hash(read_lock(root).get(stage.address))})
 
 
-def _gone(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
-
-
 def clear_stale_rwlock(root: Path) -> list[int]:
     """Drop ``.dvc/tmp/rwlock`` entries of processes that are dead or zombies; returns their pids.
 
@@ -219,7 +210,7 @@ def clear_stale_rwlock(root: Path) -> list[int]:
     too stays a zombie where nothing reaps orphans (containers without an init), and DVC then
     refuses every later run ("is busy, it is being blocked by (PID n)").
     """
-    from rorem_core.io import write_text_atomic
+    from rorem_core.io import pid_alive, write_text_atomic
 
     path = Path(root) / ".dvc" / "tmp" / "rwlock"
     try:
@@ -230,7 +221,7 @@ def clear_stale_rwlock(root: Path) -> list[int]:
     for mode in ("read", "write"):
         for p, infos in list(lock.get(mode, {}).items()):
             listed = infos if isinstance(infos, list) else [infos]
-            gone = {int(i["pid"]) for i in listed if _gone(int(i["pid"]))}
+            gone = {int(i["pid"]) for i in listed if not pid_alive(int(i["pid"]))}
             stale |= gone
             keep = [i for i in listed if int(i["pid"]) not in gone]
             if not keep:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from rorem_core.io import check_safetensors
+
 log = logging.getLogger(__name__)
 REF_FILE = "rorem_model.json"
 
@@ -88,8 +90,6 @@ def load_lora_into(unet, lora_dir: str | Path, adapter_name: str = "default") ->
 def check_local_weights(folder: Path) -> None:
     """Refuse a truncated ``*.safetensors`` in a local model folder with the file and the fix
     (diffusers would say only "Unable to load weights"); hub ids (no such folder) pass."""
-    from rorem_core.io import check_safetensors
-
     if folder.is_dir():
         for f in sorted(folder.glob("*.safetensors")):
             check_safetensors(f)

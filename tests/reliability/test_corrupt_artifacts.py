@@ -249,3 +249,29 @@ def test_temp_folder_of_a_killed_writer_is_removed_by_the_next_write(tmp_path):
     with atomic_dir(out) as t:
         (t / "done.txt").write_text("ok")
     assert (out / "done.txt").read_text() == "ok" and not left[0].exists() and live.exists()
+
+
+def test_a_killed_writer_not_yet_reaped_counts_as_gone(tmp_path):
+    """A SIGKILLed writer whose parent has not reaped it is a zombie: kill(pid, 0) still succeeds, but
+    its temp output must be dropped all the same (and a DVC rwlock entry of it, tasks/dvc.py)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rorem_core.io import drop_stale_temps, pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert pid_alive(child.pid)
+        left = tmp_path / f".round-1.{child.pid}-x.tmp"
+        left.mkdir()
+        os.kill(child.pid, signal.SIGKILL)
+        while open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            pass                                                   # dead, not reaped: a zombie
+        assert not pid_alive(child.pid)
+        assert drop_stale_temps(tmp_path / "round-1") == [left] and not left.exists()
+    finally:
+        child.kill()
+        child.wait()
+    assert not pid_alive(child.pid) and pid_alive(os.getpid())
