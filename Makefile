@@ -10,7 +10,7 @@ export WANDB_SILENT := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: env env-ls env-browser demo test test-fast clean-scratch
+.PHONY: env env-ls env-browser demo test test-fast lint clean-scratch
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,10 @@ env-browser:
 demo: env env-ls
 	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/rorem demo
 
-test: env env-ls env-browser
+lint: env
+	$(VENV)/bin/ruff check .
+
+test: env env-ls env-browser lint
 	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q --timeout=1800 tests
 
 test-fast: env

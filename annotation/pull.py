@@ -33,7 +33,7 @@ from annotation.client import LabelStudioClient, LabelStudioError
 from annotation.config import AnnotationConfig
 from annotation.convert import GOOD, Conversion, convert, normalize_export, parse_pairwise, parse_review
 from annotation.paths import unique_names
-from rorem_core.formats import Candidate, Pair, Triplet, read_candidates
+from rorem_core.data.formats import Candidate, Pair, Triplet, read_candidates
 from rorem_core.io import atomic_dir, sha256_file, write_bytes_atomic
 
 

@@ -24,8 +24,8 @@ from annotation.client import LabelStudioClient, LabelStudioError
 from annotation.config import AnnotationConfig
 from annotation.convert import BAD, GOOD, PREF, QUALITY
 from annotation.paths import PathRefused, inside_root, local_files_url, unique_names
-from rorem_core.formats import Candidate, read_candidates
-from rorem_core.images import encode_png, load_mask, load_rgb
+from rorem_core.data.formats import Candidate, read_candidates
+from rorem_core.data.images import encode_png, load_mask, load_rgb
 from rorem_core.io import write_bytes_atomic
 
 

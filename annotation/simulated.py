@@ -2,7 +2,7 @@
 Label Studio API from the hidden ground truth, for unattended runs and tests. Never a person.
 
 Review: the oracle says good when the result's masked PSNR against the hidden GT is >= 20 dB
-(:func:`rorem_core.metrics.oracle_success`); a bad result gets the reason ``object_remains`` when
+(:func:`rorem_core.evaluation.metrics.oracle_success`); a bad result gets the reason ``object_remains`` when
 it is closer (inside the mask) to the source than to the GT, else ``artifacts``.
 Pairwise: the result with the higher masked PSNR against the GT is preferred.
 Each annotator flips that judgement with its own error rate (see
@@ -23,9 +23,9 @@ import numpy as np
 from annotation.client import LabelStudioClient
 from annotation.config import AnnotationConfig
 from annotation.convert import BAD, GOOD, PREF, QUALITY, REASON
-from rorem_core.formats import Candidate, FormatError, read_candidates, resolve_in_root
-from rorem_core.images import load_mask, load_rgb
-from rorem_core.metrics import ORACLE_PSNR_DB, masked_psnr
+from rorem_core.data.formats import Candidate, FormatError, read_candidates, resolve_in_root
+from rorem_core.data.images import load_mask, load_rgb
+from rorem_core.evaluation.metrics import ORACLE_PSNR_DB, masked_psnr
 
 SIM_LEAD_TIME_S = 1.0  # recorded lead time of simulated labels (real people take longer)
 

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from rorem_core.config import stage_config
-from rorem_core.formats import read_candidates, resolve_in_root
+from rorem_core.data.formats import read_candidates, resolve_in_root
 
 REPO = Path(__file__).resolve().parents[1]
 # used when params.yaml has no train_discriminator section yet (the recommended tiny preset)
@@ -48,8 +48,8 @@ def workspace(root: Path) -> dict:
 
 
 def learning(root: Path, params: dict, noise_db: float) -> tuple[dict, list[Path]]:
-    from rorem_core.oracle_labels import simulate_labels
     from rorem_core.stages import train_discriminator
+    from tests.helpers.oracle_labels import simulate_labels
 
     data, model = root / "data", root / "models/base"
     sources = [("pool-1", data / "pools/round-1", data / "hidden/round-1"),
@@ -76,7 +76,7 @@ def print_learning(m: dict) -> None:
 
 def throughput(root: Path, params: dict, manifests: list[Path], n: int, batch: int) -> dict:
     """images/s of the batched scorer vs one image at a time, same model, same files."""
-    from rorem_core.selection import Scorer
+    from rorem_core.reward.selection import Scorer
 
     triples = []
     for man in manifests:

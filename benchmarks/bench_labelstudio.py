@@ -29,8 +29,8 @@ from annotation.config import AnnotationConfig  # noqa: E402
 from annotation.pull import pull_round  # noqa: E402
 from annotation.push import build_round_tasks, ensure_project, ensure_storages, push_round  # noqa: E402
 from annotation.server import LabelStudioServer  # noqa: E402
-from rorem_core.formats import Candidate, write_candidates  # noqa: E402
-from rorem_core.images import save_png  # noqa: E402
+from rorem_core.data.formats import Candidate, write_candidates  # noqa: E402
+from rorem_core.data.images import save_png  # noqa: E402
 
 
 def _free_port() -> int:

@@ -28,8 +28,8 @@ def _rss_mb() -> float:
 
 
 def _setup(root: Path, n: int, vae_kind: str):
+    from rorem_core.data.synthetic import SyntheticConfig, write_triplets
     from rorem_core.models.tiny import TinyPresetConfig, build_tiny_model
-    from rorem_core.synthetic import SyntheticConfig, write_triplets
 
     model = root / "model"
     if not (model / "model_index.json").is_file():
@@ -51,12 +51,18 @@ def worker(root: Path, variant: str, vae_kind: str, steps: int, batch: int, n: i
     from diffusers import DDPMScheduler
 
     from rorem_core.config import stage_config
-    from rorem_core.images import load_mask, load_rgb
-    from rorem_core.latents import LatentCache, encode_images, image_to_tensor, load_batch, mask_to_latent, mask_to_tensor
+    from rorem_core.data.images import load_mask, load_rgb
+    from rorem_core.data.latents import (
+        LatentCache,
+        encode_images,
+        image_to_tensor,
+        mask_to_latent,
+        mask_to_tensor,
+    )
     from rorem_core.models.conditioning import encode_empty_prompt
     from rorem_core.models.loading import load_scheduler_config, load_unet, vae_scale_factor
-    from rorem_core.remover import make_remover_loss, triplet_files
-    from rorem_core.trainer import BatchPlan
+    from rorem_core.training.sft import make_remover_loss, triplet_files
+    from rorem_core.training.trainer import BatchPlan
 
     torch.manual_seed(0)
     model, vae = _setup(root, n, vae_kind)

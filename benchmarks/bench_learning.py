@@ -21,8 +21,8 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None)
     a = p.parse_args()
     from rorem_core.config import stage_config
-    from rorem_core.learning_check import run_check
     from rorem_core.stages import bootstrap
+    from tests.helpers.learning_check import run_check
 
     root = a.workdir or Path(tempfile.mkdtemp(prefix="bench-learning-"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())

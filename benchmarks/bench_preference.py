@@ -27,9 +27,9 @@ import torch
 import yaml
 
 from rorem_core.config import stage_config
-from rorem_core.formats import read_candidates, read_triplets, write_candidates
-from rorem_core.images import load_mask, load_rgb, save_png
-from rorem_core.metrics import masked_psnr, proportion_ci95
+from rorem_core.data.formats import read_candidates, read_triplets, write_candidates
+from rorem_core.data.images import load_mask, load_rgb, save_png
+from rorem_core.evaluation.metrics import masked_psnr, proportion_ci95
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,9 +44,9 @@ class Bench:
     data: Path       # the workspace's data folder (seed triplets)
 
     def cfg(self, stage: str, **overrides):
-        import rorem_core.distill  # noqa: F401  (registers the preference stages)
-        import rorem_core.pairs  # noqa: F401
-        import rorem_core.preference  # noqa: F401
+        import rorem_core.preference.distill  # noqa: F401  (registers the preference stages)
+        import rorem_core.preference.dpo  # noqa: F401
+        import rorem_core.preference.pairs  # noqa: F401
 
         return stage_config(stage, self.params, overrides)
 
@@ -75,7 +75,7 @@ def workspace(path: Path | None, out: Path) -> Bench:
 
 def make_data(b: Bench, round_id: int, pool_size: int, n_test: int) -> tuple[Path, Path, Path]:
     """A pool (+ hidden GT) of ``pool_size`` inputs and a test split of ``n_test`` triplets."""
-    from rorem_core.synthetic import SyntheticConfig, write_pool, write_triplets
+    from rorem_core.data.synthetic import SyntheticConfig, write_pool, write_triplets
 
     syn = SyntheticConfig(**{**b.params["bootstrap"]["synthetic"], "pool_size": pool_size})
     pool, hidden = b.root / f"pool-{round_id}-n{pool_size}", b.root / f"hidden-{round_id}-n{pool_size}"
@@ -114,8 +114,8 @@ def discriminator(b: Bench, manifests: list[Path], hiddens: list[Path], steps: i
                   mode: str = "lora") -> Path | None:
     """A discriminator trained on oracle labels of the candidates (the project's own stage)."""
     try:
-        from rorem_core.oracle_labels import build_oracle_labels
         from rorem_core.stages import train_discriminator
+        from tests.helpers.oracle_labels import build_oracle_labels
     except ImportError:
         return None
     out = b.root / f"discriminator-{mode}-{steps}-{lr:g}-{manifests[0].parent.name}"
@@ -134,8 +134,8 @@ def evaluate(b: Bench, remover: Path, test: Path, *, steps: int, scheduler: str 
              disc: Path | None = None, name: str | None = None) -> dict:
     """Per-image oracle (masked PSNR >= 20 dB) and discriminator judgements on the test split; the
     same seed per image for every remover, so two removers can be compared pairwise."""
-    from rorem_core.inference import Remover, composite
-    from rorem_core.latents import image_to_tensor, mask_to_tensor
+    from rorem_core.data.latents import image_to_tensor, mask_to_tensor
+    from rorem_core.models.remover import Remover, composite
 
     res, meta = b.params["base"]["resolution"], test / "meta.json"
     entries = read_triplets(meta)
@@ -156,7 +156,7 @@ def evaluate(b: Bench, remover: Path, test: Path, *, steps: int, scheduler: str 
     scores = None
     if disc is not None:
         from rorem_core.config import BaseConfig
-        from rorem_core.selection import Scorer
+        from rorem_core.reward.selection import Scorer
 
         scorer = Scorer.load(disc, BaseConfig(**b.params["base"]), batch_size=100)
         scores = scorer.score_files([(test / e.source, test / e.mask, out_dir / f"{e.id}.png") for e in entries])
@@ -328,10 +328,11 @@ def probe_dpo_step(reference: str, channels: list[int], batch: int, latent: int,
 
     from diffusers import UNet2DConditionModel
 
+    from rorem_core.config import TrainDPOConfig
     from rorem_core.models.conditioning import PromptEmbeds
     from rorem_core.models.tiny import TinyPresetConfig, _unet_config, scheduler_config
-    from rorem_core.preference import StepContext, TrainDPOConfig, adapters_disabled, frozen_copy, make_preference_loss
-    from rorem_core.remover import add_lora
+    from rorem_core.models.unet import add_lora
+    from rorem_core.preference.dpo import StepContext, adapters_disabled, frozen_copy, make_preference_loss
 
     base_mb = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
     torch.manual_seed(0)
@@ -387,7 +388,7 @@ def print_memory(rows: list[dict]) -> None:
 
 def bench_speed(b: Bench, student: Path | None, n: int = 64, repeats: int = 3) -> dict:
     """Generation time per image: 50-step Euler (teacher) vs 4-step LCM (student), same batch."""
-    from rorem_core.inference import Remover
+    from rorem_core.models.remover import Remover
 
     res = b.params["base"]["resolution"]
     src, msk = torch.rand(n, 3, res, res) * 2 - 1, torch.zeros(n, 1, res, res)

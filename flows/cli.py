@@ -32,7 +32,7 @@ def _root(path: str | None) -> Path:
 
 
 def _validate(argv: list[str]) -> int:
-    from rorem_core.validate import main as validate_main
+    from rorem_core.data.validate import main as validate_main
 
     return validate_main(argv)
 
@@ -212,7 +212,7 @@ def _demo(argv: list[str]) -> int:
         start = text.find("## Rounds")
         print("\n" + text[start:text.find("\n## ", start + 3)].strip() + f"\n\nfull report: {report}")
     elif rc == 0:   # no report stage declared: the evaluation tables, as before
-        from rorem_core.evaluation import format_table
+        from rorem_core.evaluation.scoring import format_table
 
         for metrics in sorted((root / "results/evaluate").glob("round-*/metrics.json")):
             print(f"\n{metrics.parent.name}: {metrics}\n" + format_table(json.loads(metrics.read_text())))

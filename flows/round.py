@@ -1,8 +1,5 @@
-"""The iteration flow: one HITL round, stage by stage, then versioning.
-
-    train_remover -> generate -> select -> [push -> human gate -> pull -> dvc add]
-    -> labels -> train_discriminator -> auto_score -> trainset -> build_pairs -> train_dpo -> distill
-    -> evaluate, evaluate_dpo, evaluate_lcm -> report -> wandb summary row -> git commit + tag round-N -> dvc push
+"""The iteration flow: one HITL round, stage by stage (the order of ``rorem_core.contract``), then
+versioning: wandb summary row -> dvc push -> git commit + tag round-N.
 
 ML stages are the ones declared in dvc.yaml, run by name (:mod:`tasks.stages`); the flow owns the
 order, the human wait (:mod:`flows.gate`) and the round's bookkeeping, nothing else. Killed at any
@@ -19,16 +16,15 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from flows.gate import annotation_gate
+from rorem_core import contract
 from tasks.rounds import Layout, add_round, declared_rounds, next_round, update_state
 from tasks.stages import StageResult, read_metrics, run_stage, runner
 from tasks.tracking import RoundTracker, tracker_settings
 from tasks.versioning import commit_round, push_data, tag_round
 
-BEFORE_GATE = ("bootstrap", "train_remover", "generate", "select")
-AFTER_GATE = ("labels", "train_discriminator", "auto_score", "trainset", "build_pairs", "train_dpo", "distill",
-              "evaluate", "evaluate_dpo", "evaluate_lcm")
-FINAL = ("report",)
-REQUIRED = {"train_remover", "generate"}   # a round without these is not a round; others may be absent
+# the stage order is the round contract's (rorem_core.contract); the flow only runs it
+BEFORE_GATE = contract.ONCE + contract.BEFORE_GATE   # bootstrap is cached after round 1
+AFTER_GATE, FINAL, REQUIRED = contract.AFTER_GATE, contract.FINAL, set(contract.REQUIRED)
 
 
 class RoundParams(BaseModel):

@@ -15,7 +15,7 @@ from annotation.cli import load_config
 from annotation.client import LabelStudioClient
 from annotation.config import AnnotationConfig
 from annotation.server import LabelStudioServer
-from rorem_core.formats import read_candidates, write_candidates
+from rorem_core.data.formats import read_candidates, write_candidates
 from tasks.rounds import Layout
 
 NETWORK = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "cache_policy": NO_CACHE}

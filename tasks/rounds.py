@@ -1,13 +1,8 @@
 """Rounds as data: where round N's files live, the ``rounds:`` entries of params.yaml, and the small
 state file ``rorem status`` reads (``.rorem/rounds/round-N.json``).
 
-Round N's entry follows the stage contract: N = 1 starts from the base model and the seed triplets;
-N > 1 from round N-1's remover, training set and discriminator:
-
-    init = models/remover/round-(N-1)   train = data/trainset/round-(N-1)
-    pool = data/pools/round-N           prev_disc = models/discriminator/round-(N-1)
-    prev_labels = data/labels/round-(N-1)
-(round 0 = the bootstrap's empty labels and no-discriminator marker)
+Round N's entry and paths are the round contract's (``rorem_core.contract``); this module adds the
+scratch files of a run (``.rorem/``) and the params.yaml edit that declares the next round.
 """
 
 from __future__ import annotations
@@ -18,30 +13,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rorem_core.contract import RoundPaths, round_entry
 from rorem_core.io import write_json_atomic, write_text_atomic
 
 
-def round_entry(n: int) -> dict[str, str]:
-    if n < 1:
-        raise ValueError(f"round {n}: rounds start at 1 (round 0 is the bootstrap)")
-    if n == 1:   # round 0 = bootstrap: the base model, the seed set, no labels, no discriminator
-        return {"init": "models/base", "train": "data/seed", "pool": "data/pools/round-1",
-                "prev_disc": "models/discriminator/round-0", "prev_labels": "data/labels/round-0"}
-    return {"init": f"models/remover/round-{n - 1}", "train": f"data/trainset/round-{n - 1}",
-            "pool": f"data/pools/round-{n}", "prev_disc": f"models/discriminator/round-{n - 1}",
-            "prev_labels": f"data/labels/round-{n - 1}"}
-
-
 def declared_rounds(params_path: Path) -> dict[int, dict]:
-    """``rounds:`` of params.yaml as {N: entry}."""
+    """``rounds:`` of params.yaml as {N: entry}, validated (rorem_core.config.RoundSpec)."""
     import yaml
 
+    from rorem_core.config import parse_rounds
+
     data = yaml.safe_load(Path(params_path).read_text()) or {}
-    rounds = data.get("rounds") or {}
-    if not isinstance(rounds, dict):
-        raise ValueError(f"{params_path}: rounds must be a mapping keyed by round number "
-                         f"(\"1\": {{init, train, pool}}), found {type(rounds).__name__}")
-    return {int(k): dict(v or {}) for k, v in rounds.items()}
+    return {n: spec.model_dump() for n, spec in parse_rounds(data.get("rounds"), str(params_path)).items()}
 
 
 def add_round(params_path: Path, n: int) -> bool:
@@ -89,6 +72,7 @@ class Layout:
 
     def __init__(self, root: Path, n: int, pool: str | None = None):
         self.root, self.n = Path(root), n
+        self.paths = RoundPaths(n)
         self.pool = pool or round_entry(n)["pool"]
 
     def path(self, rel: str) -> Path:
@@ -96,20 +80,20 @@ class Layout:
 
     @property
     def candidates(self) -> Path:
-        return self.root / f"data/candidates/round-{self.n}/candidates.json"
+        return self.root / self.paths.candidates
 
     @property
     def selection(self) -> Path:
-        return self.root / f"data/selected/round-{self.n}/selection.json"
+        return self.root / self.paths.selection
 
     @property
     def annotations(self) -> Path:
-        return self.root / f"data/annotations/round-{self.n}"
+        return self.root / self.paths.annotations
 
     @property
     def frozen(self) -> Path:
         """The ``.dvc`` file of the frozen export: its presence means the human part is done."""
-        return self.root / f"data/annotations/round-{self.n}.dvc"
+        return self.root / self.paths.frozen
 
     @property
     def hidden(self) -> Path:

@@ -2,6 +2,11 @@
 
 import os
 import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="rorem-prefect-")
 for key, value in {
@@ -21,11 +26,6 @@ for key, value in {
 # Shared tiny workspace: bootstrap once per session (shipped tiny base, synthetic data), reused by
 # every test that needs real models or data. Tests must not modify it; copy what they change.
 # --------------------------------------------------------------------------------------------
-from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,29 +12,12 @@ import json
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
+from rorem_core.config.presets import TinyPresetConfig
 from rorem_core.io import write_json_atomic
 
 # Single characters the offline tokenizer knows (with and without the word-end marker).
 _CHARS = "abcdefghijklmnopqrstuvwxyz0123456789,.!?-'"
-
-
-class TinyPresetConfig(BaseModel):
-    """Sizes of the tiny SDXL-architecture components (all on CPU in minutes)."""
-
-    model_config = ConfigDict(extra="forbid")
-    seed: int = 0                                   # init seed of every random weight
-    unet_channels: list[int] = Field(default=[32, 64, 64])   # block_out_channels
-    layers_per_block: int = 1
-    norm_num_groups: int = 8                        # 32 groups on 32 channels = instance norm (slow to learn)
-    attention_head_dim: int = 4
-    text_hidden: int = 32                           # each CLIP encoder; cross_attention_dim = 2x this
-    text_layers: int = 2
-    addition_time_embed_dim: int = 8
-    ae_factor: int = 4                              # analytic autoencoder down-scale (power of 2)
-    ae_scaling_factor: float = 2.0                  # latents x2 span about [-2, 2]
-    prediction_type: str = "v_prediction"           # v trains far faster on CPU than epsilon (§6.4)
 
 
 def _unet_config(cfg: TinyPresetConfig, sample_size: int) -> dict:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from rorem_core.formats import (
+from rorem_core.config import AutoScoreConfig
+from rorem_core.data.formats import (
     Triplet,
     read_candidates,
     resolve_in_root,
@@ -23,12 +24,7 @@ from rorem_core.formats import (
     write_entries,
 )
 from rorem_core.io import atomic_dir, link_or_copy
-from rorem_core.selection import (
-    AutoScoreConfig,
-    Scorer,
-    accepted,
-    read_selection_ids,
-)
+from rorem_core.reward.selection import Scorer, accepted, read_selection_ids
 from rorem_core.stages import _cli
 
 

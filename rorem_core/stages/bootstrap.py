@@ -66,8 +66,8 @@ def build_tiny(cfg: BootstrapConfig, out: Path) -> dict | None:
 def pretrain_unet(cfg: BootstrapConfig, model_dir: Path) -> dict:
     """Pretrain the random tiny UNet on a synthetic pretraining set (same trainer as every round)."""
     from rorem_core.config import TrainRemoverConfig
-    from rorem_core.remover import train_remover
-    from rorem_core.synthetic import write_triplets
+    from rorem_core.data.synthetic import write_triplets
+    from rorem_core.training.sft import train_remover
 
     work = Path(cfg.base.work_dir) / "bootstrap" / shipped_key(cfg)
     data = work / "pretrain_data"
@@ -92,9 +92,9 @@ def pretrain_unet(cfg: BootstrapConfig, model_dir: Path) -> dict:
 @torch.no_grad()
 def autoencoder_psnr(model_dir: Path, test_dir: Path, resolution: int, limit: int = 200) -> float:
     """Mean PSNR (dB) of test GT images passed through the VAE (the removal quality ceiling)."""
-    from rorem_core.formats import read_triplets
-    from rorem_core.images import load_rgb
-    from rorem_core.latents import encode_images, image_to_tensor
+    from rorem_core.data.formats import read_triplets
+    from rorem_core.data.images import load_rgb
+    from rorem_core.data.latents import encode_images, image_to_tensor
 
     vae = load_vae(model_dir)
     entries = read_triplets(test_dir / "meta.json")[:limit]
@@ -108,7 +108,7 @@ def autoencoder_psnr(model_dir: Path, test_dir: Path, resolution: int, limit: in
 def write_round0(labels_out: Path, disc_out: Path) -> None:
     """Round 0 has no human labels and no discriminator: both are written as explicit empty artifacts,
     so round 1's labels and select stages depend on "the previous round" like every other round."""
-    from rorem_core.discriminator import write_no_discriminator
+    from rorem_core.reward.discriminator import write_no_discriminator
 
     with atomic_dir(labels_out) as tmp:
         write_json_atomic(tmp / "meta.json", [])
@@ -118,7 +118,7 @@ def write_round0(labels_out: Path, disc_out: Path) -> None:
 
 def run(cfg: BootstrapConfig, model_out: Path, data_root: Path, *, labels_out: Path | None = None,
         disc_out: Path | None = None) -> BootstrapResult:
-    from rorem_core.synthetic import write_all
+    from rorem_core.data.synthetic import write_all
 
     if cfg.synthetic.size != cfg.base.resolution and cfg.preset == "tiny":
         raise ValueError(f"bootstrap.synthetic.size={cfg.synthetic.size} differs from base.resolution="

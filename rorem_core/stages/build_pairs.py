@@ -10,8 +10,17 @@ from typing import Sequence
 
 from pydantic import BaseModel
 
-from rorem_core.pairs import (RULES, BuildPairsConfig, dedupe, good_bad_pairs, human_pairs,
-                              margin_pairs, pair_counts, read_scored, write_pairs)
+from rorem_core.config import BuildPairsConfig
+from rorem_core.preference.pairs import (
+    RULES,
+    dedupe,
+    good_bad_pairs,
+    human_pairs,
+    margin_pairs,
+    pair_counts,
+    read_scored,
+    write_pairs,
+)
 from rorem_core.stages import _cli
 
 

@@ -9,16 +9,17 @@ from typing import Sequence
 
 from pydantic import BaseModel
 
-from rorem_core.distill import DistillConfig, LCMContext, discriminator_reward, distill_entries, make_distill_loss
+from rorem_core.config import DistillConfig
+from rorem_core.data.latents import LatentCache
 from rorem_core.io import atomic_dir
-from rorem_core.latents import LatentCache
 from rorem_core.models.conditioning import load_prompt_embeds
 from rorem_core.models.loading import load_scheduler_config, load_vae
-from rorem_core.pairs import labelled_batch_fn
-from rorem_core.preference import LoraPolicy, StepContext, history_tail, save_lora_remover
-from rorem_core.remover import DTYPES
+from rorem_core.models.unet import DTYPES
+from rorem_core.preference.distill import LCMContext, discriminator_reward, distill_entries, make_distill_loss
+from rorem_core.preference.dpo import LoraPolicy, StepContext, history_tail, save_lora_remover
+from rorem_core.preference.pairs import labelled_batch_fn
 from rorem_core.stages import _cli
-from rorem_core.trainer import run_training
+from rorem_core.training.trainer import run_training
 
 
 class DistillResult(BaseModel):
@@ -38,7 +39,7 @@ def load_reward_fn(cfg: DistillConfig, path: Path | None, device):
     """The RG-LCD reward r(student latent, batch) -> [B] from a discriminator dir (None: no term)."""
     if path is None:
         return None
-    from rorem_core.discriminator import load_discriminator
+    from rorem_core.reward.discriminator import load_discriminator
 
     disc = load_discriminator(path, cache_dir=cfg.base.cache_dir, base=cfg.base.model_dir,
                               resolution=cfg.base.resolution).to(device)

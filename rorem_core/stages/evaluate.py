@@ -10,12 +10,13 @@ import torch
 from pydantic import BaseModel
 
 from rorem_core.config import EvaluateConfig
-from rorem_core.evaluation import format_table, reference_fills, sample_grid, score_image, summarise
-from rorem_core.formats import read_triplets, resolve_in_root
-from rorem_core.images import load_mask, load_rgb
-from rorem_core.inference import Remover, composite
+from rorem_core.data.formats import read_triplets, resolve_in_root
+from rorem_core.data.images import load_mask, load_rgb
+from rorem_core.data.latents import encode_images, image_to_tensor, mask_to_tensor
+from rorem_core.device import resolve_device
+from rorem_core.evaluation.scoring import format_table, reference_fills, sample_grid, score_image, summarise
 from rorem_core.io import write_json_atomic
-from rorem_core.latents import encode_images, image_to_tensor, mask_to_tensor
+from rorem_core.models.remover import Remover, composite
 from rorem_core.stages import _cli
 
 
@@ -42,7 +43,7 @@ def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path) -> Evalua
     test_meta = test / "meta.json" if test.is_dir() else test
     entries = read_triplets(test_meta)[: cfg.max_images]
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
-                         device="cuda" if cfg.base.device == "auto" and torch.cuda.is_available() else "cpu")
+                         device=resolve_device(cfg.base.device))
     refs = reference_fills() if cfg.references else {}
     rows: dict[str, list[dict]] = {"remover": [], **{k: [] for k in refs}, **({"ae_ceiling": []} if refs else {})}
     grid = []

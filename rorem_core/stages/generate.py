@@ -10,12 +10,13 @@ import torch
 from pydantic import BaseModel
 
 from rorem_core.config import GenerateConfig
-from rorem_core.formats import Candidate, read_pool, resolve_in_root, write_candidates
-from rorem_core.images import load_mask, load_rgb, save_png
-from rorem_core.inference import Remover, composite
+from rorem_core.data.formats import Candidate, read_pool, resolve_in_root, write_candidates
+from rorem_core.data.images import load_mask, load_rgb, save_png
+from rorem_core.data.latents import image_to_tensor, mask_to_tensor
+from rorem_core.data.masks import dilate
+from rorem_core.device import resolve_device
 from rorem_core.io import atomic_dir
-from rorem_core.latents import image_to_tensor, mask_to_tensor
-from rorem_core.masks import dilate
+from rorem_core.models.remover import Remover, composite
 from rorem_core.stages import _cli
 
 
@@ -46,8 +47,8 @@ def run(cfg: GenerateConfig, remover: Path, pool: Path, out_dir: Path, round_id:
     pool_meta = pool / "meta.json" if pool.is_dir() else pool
     items = read_pool(pool_meta)
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
-                         device=_device(cfg.base.device))
-    k, chunk = cfg.num_seeds, max(1, cfg.batch_size // cfg.num_seeds)
+                         device=resolve_device(cfg.base.device))
+    chunk = max(1, cfg.batch_size // cfg.num_seeds)   # inputs per UNet batch of inputs x seeds
     cands = []
     with atomic_dir(out_dir) as tmp:
         for start in range(0, len(items), chunk):
@@ -83,12 +84,6 @@ def _generate_chunk(cfg, model, pool_meta, items, lo, hi, tmp: Path, round_id: i
 def _to_np(x: torch.Tensor) -> np.ndarray:
     """(3, R, R) in [-1, 1] -> (R, R, 3) in [0, 1]."""
     return ((x.permute(1, 2, 0).numpy() + 1.0) / 2.0).clip(0, 1)
-
-
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def main(argv: list[str] | None = None) -> int:

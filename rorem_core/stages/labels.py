@@ -11,21 +11,12 @@ of annotators); the same input judged in two rounds stays two labels.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel
 
-from rorem_core.config import BaseConfig, Strict, register_stage
-from rorem_core.datasets import Part, merge, require_parts
+from rorem_core.config import LabelsConfig
+from rorem_core.data.datasets import Part, merge, require_parts
 from rorem_core.stages import _cli
-
-
-class LabelsConfig(Strict):
-    base: BaseConfig
-    link: Literal["hardlink", "copy"] = "hardlink"   # how images enter the merged folder
-
-
-register_stage("labels", LabelsConfig)
 
 
 class LabelsResult(BaseModel):

@@ -1,4 +1,4 @@
-"""Stage 14, report: the round report across all rounds so far (``rorem_core.report``): Markdown with
+"""Stage 14, report: the round report across all rounds so far (``rorem_core.evaluation.report``): Markdown with
 a RORem Table-1-style table, discriminator agreement and calibration, DPO / RWD curves and the latest
 sample grid, as ``<out>/report.md`` + PNGs + ``summary.json`` (the rows, for trackers and status)."""
 
@@ -6,20 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from rorem_core.config import BaseConfig, Strict, load_params, register_stage
-from rorem_core.report import build_report
+from rorem_core.config import ReportConfig, load_params, parse_rounds
+from rorem_core.evaluation.report import build_report
 from rorem_core.stages import _cli
-
-
-class ReportConfig(Strict):
-    base: BaseConfig
-    title: str = "rorem-loop: rounds so far"
-    calibration_bins: int = Field(10, ge=2)   # equal-width score bins of the reliability diagram
-
-
-register_stage("report", ReportConfig)
 
 
 class ReportResult(BaseModel):
@@ -35,12 +26,9 @@ def run(cfg: ReportConfig, root: Path, out_dir: Path, rounds: list[int],
 
 
 def rounds_from_params(params: dict) -> tuple[list[int], dict[int, str]]:
-    """Round numbers and their pool paths from ``params["rounds"]`` ({"N": {pool, ...}})."""
-    rounds = params.get("rounds") or {}
-    if not isinstance(rounds, dict):
-        raise ValueError(f"params.yaml rounds: expected a mapping {{\"1\": {{init, train, pool}}}}, got "
-                         f"{type(rounds).__name__}")
-    return sorted(int(k) for k in rounds), {int(k): str(v.get("pool", f"round-{k}")) for k, v in rounds.items()}
+    """Round numbers and their pool paths from the typed ``params["rounds"]``."""
+    rounds = parse_rounds(params.get("rounds"))
+    return sorted(rounds), {n: spec.pool for n, spec in rounds.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

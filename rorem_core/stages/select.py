@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from rorem_core.discriminator import is_no_discriminator
-from rorem_core.formats import read_candidates
+from rorem_core.config import SelectConfig
+from rorem_core.data.formats import read_candidates
 from rorem_core.io import write_json_atomic
-from rorem_core.selection import Scorer, SelectConfig, n_units, select
+from rorem_core.reward.discriminator import is_no_discriminator
+from rorem_core.reward.selection import Scorer, n_units, select
 from rorem_core.stages import _cli
 from rorem_core.stages.auto_score import manifest_path
 

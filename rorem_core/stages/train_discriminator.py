@@ -8,9 +8,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from rorem_core.datasets import meta_of
-from rorem_core.discriminator import is_no_discriminator
-from rorem_core.discriminator_train import TrainDiscriminatorConfig, train_discriminator
+from rorem_core.config import TrainDiscriminatorConfig
+from rorem_core.data.datasets import meta_of
+from rorem_core.reward.discriminator import is_no_discriminator
+from rorem_core.reward.train import train_discriminator
 from rorem_core.stages import _cli
 
 

@@ -10,16 +10,23 @@ from typing import Sequence
 
 from pydantic import BaseModel
 
+from rorem_core.config import TrainDPOConfig
+from rorem_core.data.latents import LatentCache
 from rorem_core.io import atomic_dir
-from rorem_core.latents import LatentCache
 from rorem_core.models.conditioning import load_prompt_embeds
 from rorem_core.models.loading import load_scheduler_config, load_vae
-from rorem_core.pairs import labelled_batch_fn, labelled_entries, load_pair_batch, pair_entries
-from rorem_core.preference import (LoraPolicy, StepContext, TrainDPOConfig, history_tail, implicit_accuracy,
-                                   make_preference_loss, save_lora_remover)
-from rorem_core.remover import DTYPES
+from rorem_core.models.unet import DTYPES
+from rorem_core.preference.dpo import (
+    LoraPolicy,
+    StepContext,
+    history_tail,
+    implicit_accuracy,
+    make_preference_loss,
+    save_lora_remover,
+)
+from rorem_core.preference.pairs import labelled_batch_fn, labelled_entries, load_pair_batch, pair_entries
 from rorem_core.stages import _cli
-from rorem_core.trainer import run_training
+from rorem_core.training.trainer import run_training
 
 
 class TrainDPOResult(BaseModel):

@@ -8,8 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from rorem_core.config import TrainRemoverConfig
-from rorem_core.remover import train_remover
 from rorem_core.stages import _cli
+from rorem_core.training.sft import train_remover
 
 
 class TrainRemoverResult(BaseModel):
@@ -27,7 +27,7 @@ def meta_path(p: Path) -> Path:
 
 
 def run(cfg: TrainRemoverConfig, init: Path, train: list[Path], out_dir: Path, round_id: int = 1) -> TrainRemoverResult:
-    from rorem_core.remover import triplet_files
+    from rorem_core.training.sft import triplet_files
 
     metas = [meta_path(p) for p in train]
     res = train_remover(cfg, init, metas, out_dir, run_name=f"train_remover/round-{round_id}",

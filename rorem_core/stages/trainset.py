@@ -12,22 +12,12 @@ Round N+1's remover trains on it (params.yaml rounds: ``train: data/trainset/rou
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from rorem_core.config import BaseConfig, Strict, register_stage
-from rorem_core.datasets import Part, merge, require_parts
+from rorem_core.config import TrainsetConfig
+from rorem_core.data.datasets import Part, merge, require_parts
 from rorem_core.stages import _cli
-
-
-class TrainsetConfig(Strict):
-    base: BaseConfig
-    human_min_score: float = Field(0.5, ge=0, le=1)  # a human label >= this is an accepted removal
-    link: Literal["hardlink", "copy"] = "hardlink"
-
-
-register_stage("trainset", TrainsetConfig)
 
 
 def as_triplet(entry: dict) -> dict:

@@ -24,8 +24,8 @@ from annotation import cli
 from annotation.client import LabelStudioClient
 from annotation.config import AnnotationConfig
 from annotation.server import TEMPLATE_ENV, TOKEN_ENV, VENV_ENV, LabelStudioServer, ServerError
-from rorem_core.formats import Candidate, write_candidates
-from rorem_core.images import save_png
+from rorem_core.data.formats import Candidate, write_candidates
+from rorem_core.data.images import save_png
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 64

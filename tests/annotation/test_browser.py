@@ -15,7 +15,7 @@ import pytest
 
 from annotation.pull import pull_round
 from annotation.push import push_round
-from rorem_core.formats import read_pairs, read_triplets
+from rorem_core.data.formats import read_pairs, read_triplets
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

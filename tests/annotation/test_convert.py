@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from annotation.convert import (ResultMismatch, convert, majority, normalize_export, parse_pairwise,
-                                parse_review)
+from annotation.convert import ResultMismatch, convert, majority, normalize_export, parse_pairwise, parse_review
 
 FIX = Path(__file__).parent / "fixtures"
 S1, S2, S3 = (f"sim-annotator-{k}@simulated.local" for k in (1, 2, 3))

@@ -14,7 +14,7 @@ from annotation.progress import round_progress
 from annotation.pull import pull_round
 from annotation.push import push_round
 from annotation.simulated import simulate_round
-from rorem_core.formats import read_candidates, read_pairs, read_triplets, write_candidates
+from rorem_core.data.formats import read_candidates, read_pairs, read_triplets, write_candidates
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from annotation.push import label_config, pair_tasks, render_overlay
 from annotation.server import LabelStudioServer, ServerError, _secret
 from annotation.simulated import Oracle, _uniforms, read_hidden_gt
 from rorem_core.config import ConfigError
-from rorem_core.formats import read_candidates
+from rorem_core.data.formats import read_candidates
 
 
 def test_config_rejects_typos_remote_hosts_and_impossible_labels():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from rorem_core.baselines import BASELINES, leave_object, ring_mean, telea
-from rorem_core.metrics import masked_psnr
-from rorem_core.synthetic import make_scene
+from rorem_core.data.synthetic import make_scene
+from rorem_core.evaluation.baselines import BASELINES, leave_object, ring_mean, telea
+from rorem_core.evaluation.metrics import masked_psnr
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from rorem_core.config import BaseConfig
-from rorem_core.datasets import Part, merge
-from rorem_core.formats import FormatError
+from rorem_core.data.datasets import Part, merge
+from rorem_core.data.formats import FormatError
 from rorem_core.io import sha256_file
 from rorem_core.stages import labels as labels_stage
 from rorem_core.stages import trainset as trainset_stage
@@ -103,7 +103,7 @@ def test_trainset_adds_human_accepted_and_auto_accepted_results(tmp_path):
     assert [e["origin"] for e in meta] == ["seed", "seed", "human", "auto"]
     assert [e.get("accept_score") for e in meta] == [None, None, 1.0, 0.9] and not any("score" in e for e in meta)
     assert len({e["id"] for e in meta}) == 4                 # ids made unique across the merged sources
-    from rorem_core.validate import require_valid
+    from rorem_core.data.validate import require_valid
     require_valid(tmp_path / "trainset" / "round-1" / "meta.json")   # a valid training set for the next round
     # round 2 builds on round 1's set: previous entries keep their origin and round
     res2 = trainset_stage.run(cfg, tmp_path / "trainset" / "round-1", human.parent, make_set(tmp_path / "auto2", [], round=2),

@@ -6,11 +6,22 @@ from pathlib import Path
 
 import pytest
 
-from rorem_core.formats import (Candidate, FormatError, Pair, PoolItem, Triplet, read_candidates,
-                                read_pairs, read_pool, read_triplets, resolve_in_root, write_candidates,
-                                write_entries)
-from rorem_core.images import load_mask, load_rgb
-from rorem_core.validate import validate_dataset
+from rorem_core.data.formats import (
+    Candidate,
+    FormatError,
+    Pair,
+    PoolItem,
+    Triplet,
+    read_candidates,
+    read_pairs,
+    read_pool,
+    read_triplets,
+    resolve_in_root,
+    write_candidates,
+    write_entries,
+)
+from rorem_core.data.images import load_mask, load_rgb
+from rorem_core.data.validate import validate_dataset
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "rorem_layout"
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from rorem_core.images import save_png
-from rorem_core.latents import CacheCorrupt, LatentCache, load_batch, load_entry
+from rorem_core.data.images import save_png
+from rorem_core.data.latents import CacheCorrupt, LatentCache, load_batch, load_entry
 from rorem_core.models.analytic_ae import AnalyticAutoencoder
 
 

@@ -1,4 +1,4 @@
-"""Pure tests of rorem_core.lcm: boundary scalings, the skip-step DDIM grid, x0/eps conversions."""
+"""Pure tests of rorem_core.preference.lcm: boundary scalings, the skip-step DDIM grid, x0/eps conversions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from rorem_core import lcm
+from rorem_core.preference import lcm
 
 
 def sdxl_alphas_cumprod() -> torch.Tensor:

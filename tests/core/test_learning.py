@@ -3,7 +3,7 @@ success criterion masked PSNR >= 20 dB per image."""
 
 import pytest
 
-from rorem_core.learning_check import run_check
+from tests.helpers.learning_check import run_check
 
 pytestmark = pytest.mark.slow
 

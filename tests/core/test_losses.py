@@ -1,4 +1,4 @@
-"""Pure tests of rorem_core.losses: hand-computed values on tiny tensors, invariants, the registry,
+"""Pure tests of rorem_core.training.losses: hand-computed values on tiny tensors, invariants, the registry,
 and Diffusion-DPO with a peft LoRA-disabled reference vs a naive frozen deep copy."""
 
 from __future__ import annotations
@@ -12,10 +12,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rorem_core import lcm
-from rorem_core.losses import (
-    LN2, LOSSES, bce_loss, diffusion_loss, dpo_loss, get_loss, kto_loss, lcm_huber_loss, lcm_l2_loss,
-    lcm_per_sample, per_sample_error, pos_weight_from_labels, reward_term, reward_weights,
+from rorem_core.preference import lcm
+from rorem_core.training.losses import (
+    LN2,
+    LOSSES,
+    bce_loss,
+    diffusion_loss,
+    dpo_loss,
+    get_loss,
+    kto_loss,
+    lcm_huber_loss,
+    lcm_l2_loss,
+    lcm_per_sample,
+    per_sample_error,
+    pos_weight_from_labels,
+    reward_term,
+    reward_weights,
     softplus_mse_loss,
 )
 

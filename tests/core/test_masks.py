@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rorem_core.masks import area_fraction, bbox, dilate, resize_mask_to_latent
+from rorem_core.data.masks import area_fraction, bbox, dilate, resize_mask_to_latent
 
 
 def _mask(h=16, w=16, points=()):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from rorem_core.formats import read_candidates
-from rorem_core.images import load_mask, load_rgb
+from rorem_core.data.formats import read_candidates
+from rorem_core.data.images import load_mask, load_rgb
+from rorem_core.data.validate import validate_dataset
 from rorem_core.stages import evaluate, generate
-from rorem_core.validate import validate_dataset
 
 
 def test_bootstrap_wrote_model_and_data(tiny_workspace):
@@ -80,7 +80,7 @@ def test_evaluate_reports_remover_and_references_per_band(tiny_workspace, tmp_pa
 
 
 def test_strength_below_one_starts_from_the_noised_source(tiny_workspace):
-    from rorem_core.inference import Remover
+    from rorem_core.models.remover import Remover
 
     rm = Remover.load(tiny_workspace.model_dir, cache_dir=tiny_workspace.params["base"]["cache_dir"], resolution=64)
     x = torch.rand(2, 3, 64, 64) * 2 - 1

@@ -7,12 +7,21 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from rorem_core.formats import read_pool, read_triplets
-from rorem_core.images import encode_png, load_mask, load_rgb
+from rorem_core.data.formats import read_pool, read_triplets
+from rorem_core.data.images import encode_png, load_mask, load_rgb
+from rorem_core.data.synthetic import (
+    BANDS,
+    SHAPES,
+    TEXTURES,
+    SyntheticConfig,
+    band_spec,
+    make_scene,
+    scene_band,
+    write_all,
+    write_triplets,
+)
+from rorem_core.data.validate import validate_dataset
 from rorem_core.io import sha256_file
-from rorem_core.synthetic import (BANDS, SHAPES, TEXTURES, SyntheticConfig, make_scene, scene_band,
-                                  write_all, write_triplets)
-from rorem_core.validate import validate_dataset
 
 SMALL = SyntheticConfig(size=32, n_seed=6, n_test=4, pool_size=3, n_pools=2)
 
@@ -111,7 +120,7 @@ def test_config_forbids_unknown_keys_and_unknown_band():
         SyntheticConfig(n_seeds=10)
     with pytest.raises(ValueError, match="unknown band"):
         make_scene(0, band="medium")
-    assert SyntheticConfig(hard_shadow_prob=0.9).band_spec("hard").shadow_prob == 0.9
+    assert band_spec(SyntheticConfig(hard_shadow_prob=0.9), "hard").shadow_prob == 0.9
 
 
 def test_write_triplets_layout_and_content(tmp_path):
@@ -121,7 +130,7 @@ def test_write_triplets_layout_and_content(tmp_path):
     assert all(e["band"] == "hard" and e["source"].startswith("source/") for e in meta)
     back = read_triplets(tmp_path / "seed" / "meta.json")
     assert [t.model_dump() for t in back] == [t.model_dump() for t in entries]
-    sc = make_scene(0, size=32, band="hard", salt=SMALL.salt("seed"), spec=SMALL.band_spec("hard"))
+    sc = make_scene(0, size=32, band="hard", salt=SMALL.salt("seed"), spec=band_spec(SMALL, "hard"))
     assert np.array_equal(load_mask(tmp_path / "seed" / meta[0]["mask"]), sc.mask)
     assert np.abs(load_rgb(tmp_path / "seed" / meta[0]["GT"]) - sc.gt).max() <= 0.5 / 255 + 1e-6
     assert validate_dataset(tmp_path / "seed").ok

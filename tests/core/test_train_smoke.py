@@ -14,9 +14,9 @@ import torch
 import yaml
 
 from rorem_core.config import stage_config
+from rorem_core.data.synthetic import SyntheticConfig, write_triplets
 from rorem_core.models.loading import load_unet
-from rorem_core.remover import train_remover
-from rorem_core.synthetic import SyntheticConfig, write_triplets
+from rorem_core.training.sft import train_remover
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,7 +65,7 @@ def test_lora_mode_trains_only_adapters_and_saves_diffusers_lora(tiny_workspace,
     y1 = merged(x, 500, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
     assert not torch.allclose(y0, y1), "the trained adapter has no effect"
     # generation with the LoRA remover and the LCM scheduler (4 steps), as for a distilled student
-    from rorem_core.inference import Remover
+    from rorem_core.models.remover import Remover
 
     rm = Remover.load(out, cache_dir=str(tmp_path / "cache"), resolution=64)
     x, m = torch.rand(2, 3, 64, 64) * 2 - 1, torch.zeros(2, 1, 64, 64)
@@ -124,7 +124,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_workspace, small_
 
 
 def test_training_refuses_a_bad_dataset_listing_every_problem_first(tiny_workspace, tmp_path):
-    from rorem_core.validate import DatasetInvalid
+    from rorem_core.data.validate import DatasetInvalid
 
     bad = tmp_path / "bad"
     write_triplets(bad, SyntheticConfig(), "bad", 4, 0.0)
@@ -152,7 +152,7 @@ def test_grad_accumulation_and_offline_wandb_tracking(tiny_workspace, small_set,
 
 
 def test_log_windows_average_the_steps_since_the_previous_logging_step():
-    from rorem_core.trainer import log_windows, mean_dicts
+    from rorem_core.training.trainer import log_windows, mean_dicts
 
     history = [{"step": i, "loss": float(i), "acc": i / 10} for i in range(1, 8)]
     assert log_windows(history, 3) == [(3, 2.0), (6, 5.0), (7, 7.0)]

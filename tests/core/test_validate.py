@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rorem_core.formats import Candidate, write_candidates
+from rorem_core.data.formats import Candidate, write_candidates
+from rorem_core.data.synthetic import SyntheticConfig, write_triplets
+from rorem_core.data.validate import DatasetInvalid, detect_kind, main, require_valid, validate_dataset
 from rorem_core.io import sha256_file
-from rorem_core.synthetic import SyntheticConfig, write_triplets
-from rorem_core.validate import DatasetInvalid, detect_kind, main, require_valid, validate_dataset
 
 CFG = SyntheticConfig(size=32)
 

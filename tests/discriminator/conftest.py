@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from rorem_core.baselines import leave_object, telea
 from rorem_core.config import BaseConfig
-from rorem_core.formats import Candidate, read_pool, write_candidates
-from rorem_core.images import load_mask, load_rgb, save_png
-from rorem_core.synthetic import SyntheticConfig, write_pool
+from rorem_core.data.formats import Candidate, read_pool, write_candidates
+from rorem_core.data.images import load_mask, load_rgb, save_png
+from rorem_core.data.synthetic import SyntheticConfig, write_pool
+from rorem_core.evaluation.baselines import leave_object, telea
 
 FILLS = {"telea": telea, "leave": leave_object}
 

@@ -10,8 +10,8 @@ import copy
 
 import pytest
 
-from rorem_core.oracle_labels import simulate_labels
 from rorem_core.stages import train_discriminator
+from tests.helpers.oracle_labels import simulate_labels
 
 # the recommended tiny preset, used if params.yaml has no train_discriminator section
 TINY_TRAIN = dict(mode="full", steps=600, batch_size=32, lr=3e-4, lr_schedule="constant_with_warmup",

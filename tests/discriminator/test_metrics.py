@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rorem_core.discriminator_metrics import (
+from rorem_core.reward.metrics import (
     accuracy,
     agreement,
     average_ranks,

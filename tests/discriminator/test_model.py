@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rorem_core.discriminator import (
+from rorem_core.models.conditioning import load_prompt_embeds
+from rorem_core.models.loading import load_unet
+from rorem_core.reward.discriminator import (
     HEAD_FILE,
     INFO_FILE,
     LORA_FILE,
@@ -20,8 +22,6 @@ from rorem_core.discriminator import (
     save_discriminator,
     save_rorem_layout,
 )
-from rorem_core.models.conditioning import load_prompt_embeds
-from rorem_core.models.loading import load_unet
 
 from .conftest import rng_latents
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from rorem_core.formats import Candidate
-from rorem_core.selection import (
+from rorem_core.data.formats import Candidate
+from rorem_core.reward.selection import (
     accepted,
     n_units,
     read_selection_ids,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from rorem_core.discriminator_train import LabelTable, oversample, split_by_input
-from rorem_core.latents import write_entry
-from rorem_core.losses import bce_loss, pos_weight_from_labels
+from rorem_core.data.latents import write_entry
+from rorem_core.reward.train import LabelTable, oversample, split_by_input
+from rorem_core.training.losses import bce_loss, pos_weight_from_labels
 
 
 def test_split_is_by_input_and_stable():
@@ -45,7 +45,7 @@ def _entries(tmp_path, n):
 
 
 def test_label_table_lookup_and_duplicates(tmp_path):
-    from rorem_core.latents import load_batch
+    from rorem_core.data.latents import load_batch
 
     e = _entries(tmp_path, 3)
     table = LabelTable([e[0], e[1], e[2], e[1]], [1.0, 0.0, 1.0, 1.0])  # e1 labelled twice: mean 0.5

@@ -9,17 +9,16 @@ import json
 import pytest
 import yaml
 
-from rorem_core.discriminator import INFO_FILE, read_info
-from rorem_core.discriminator_train import TrainDiscriminatorConfig
-from rorem_core.formats import read_candidates, read_triplets, resolve_in_root
-from rorem_core.oracle_labels import build_oracle_labels
-from rorem_core.selection import AutoScoreConfig, SelectConfig
+from rorem_core.config import AutoScoreConfig, SelectConfig, TrainDiscriminatorConfig
+from rorem_core.data.formats import read_candidates, read_triplets, resolve_in_root
+from rorem_core.reward.discriminator import INFO_FILE, read_info
 from rorem_core.stages import auto_score, select, train_discriminator
+from tests.helpers.oracle_labels import build_oracle_labels
 
 from .conftest import base_cfg
 
 TRAIN = dict(steps=3, batch_size=8, lr=1e-3, lr_schedule="constant", lr_warmup_steps=0, checkpoint_every=2,
-             log_every=1, heldout_fraction=0.3, eval_batch_size=16)
+             log_every=1, heldout_fraction=0.3, eval_batch_size=16, mode="lora", anchors=0)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +97,7 @@ def test_auto_score_accepts_and_links(trained, small_round, tiny_model, tmp_path
 
 def test_select_random_then_mixed(trained, small_round, tiny_model, tmp_path):
     _, tmp, _ = trained
-    scfg = SelectConfig(base=base_cfg(tmp, tiny_model), n_select=6, uncertain_fraction=0.5)
+    scfg = SelectConfig(base=base_cfg(tmp, tiny_model), n_select=6, uncertain_fraction=0.5, unit="candidate")
     r1 = select.run(scfg, small_round.candidates, tmp_path / "s1.json", round_id=1)
     assert r1.metrics["method"] == "random" and r1.metrics["n_random"] == 6
     r2 = select.run(scfg, small_round.candidates, tmp_path / "s2.json", discriminator=tmp / "disc", round_id=2)
@@ -144,8 +143,8 @@ def test_config_checks(tiny_model, tmp_path):
 def test_anchors_join_training_only(tiny_model, labels, tmp_path):
     """Known-good GT / known-bad "object left" anchors from triplets with ground truth: they are added to
     the training side, never to the held-out metrics, and a missing anchor set is a clear error."""
-    from rorem_core.discriminator_train import prepare_labels, read_anchors
-    from rorem_core.synthetic import SyntheticConfig, write_triplets
+    from rorem_core.data.synthetic import SyntheticConfig, write_triplets
+    from rorem_core.reward.train import prepare_labels, read_anchors
 
     seed = tmp_path / "seed"
     write_triplets(seed, SyntheticConfig(size=64), "seed", 6, 0.0)

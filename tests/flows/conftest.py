@@ -39,6 +39,8 @@ rounds:
     init: models/base
     train: data/seed
     pool: data/pools/round-1
+    prev_disc: models/discriminator/round-0
+    prev_labels: data/labels/round-0
 """
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 

@@ -186,7 +186,7 @@ def test_two_rounds_grow_the_training_set_and_restore_round_1(e2e):
     assert rows[2]["train_total"] > rows[1]["train_total"] > rows[0]["train_total"]
     # nothing two rounds wrote (files, logs, reports, DVC cache, git history) holds a secret
     from annotation.server import TOKEN_ENV
-    from rorem_core.secrets_scan import find_secrets
+    from tests.helpers.secrets_scan import find_secrets
 
     assert find_secrets(root, [os.environ[TOKEN_ENV], os.environ["WANDB_API_KEY"]]) == []
 

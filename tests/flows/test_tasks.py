@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from rorem_core.formats import Candidate, read_candidates, write_candidates
+from rorem_core.data.formats import Candidate, read_candidates, write_candidates
 from tasks.annotation import target_reached, write_push_manifest
 from tasks.dvc import StageDef, cache_key, record_key, stage_key
 from tasks.rounds import (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rorem_core.formats import Pair, read_triplets, write_entries
+from rorem_core.data.formats import Pair, read_triplets, write_entries
 
 REPO = Path(__file__).resolve().parents[2]
 RES = 32
@@ -25,7 +25,7 @@ def small_model(random_tiny_model) -> Path:
 def small_data(tmp_path_factory) -> Path:
     """12 synthetic triplets at 32 px plus ``pairs.json`` (preferred = GT, rejected = the source,
     i.e. "leave the object") in the same folder; returns the folder."""
-    from rorem_core.synthetic import SyntheticConfig, write_triplets
+    from rorem_core.data.synthetic import SyntheticConfig, write_triplets
 
     root = tmp_path_factory.mktemp("pref_data") / "set"
     write_triplets(root, SyntheticConfig(size=RES), "pref", 12, 0.5)

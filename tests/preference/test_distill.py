@@ -11,15 +11,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rorem_core import lcm
-from rorem_core.config import stage_config
-from rorem_core.distill import DistillConfig, LCMContext, lcm_step, make_distill_loss
-from rorem_core.latents import LatentCache, load_batch
+from rorem_core.config import DistillConfig, stage_config
+from rorem_core.data.latents import LatentCache, load_batch
 from rorem_core.models.conditioning import load_prompt_embeds
 from rorem_core.models.loading import load_scheduler_config, load_unet, load_vae
-from rorem_core.preference import StepContext, frozen_copy, load_policy_unet
-from rorem_core.remover import add_lora, triplet_files
+from rorem_core.models.unet import add_lora
+from rorem_core.preference import lcm
+from rorem_core.preference.distill import LCMContext, lcm_step, make_distill_loss
+from rorem_core.preference.dpo import StepContext, frozen_copy, load_policy_unet
 from rorem_core.stages import distill
+from rorem_core.training.sft import triplet_files
 
 RES = 32
 
@@ -36,6 +37,7 @@ def _lctx(model, tmp_path, guidance=False):
 
 
 def _cfg(**kw):
+    kw = {"reward_mode": "none", **kw}   # plain distillation unless the test asks for RWD
     return DistillConfig(base={"device": "cpu", "resolution": RES}, augment_dihedral=False, lora_rank=4, **kw)
 
 
@@ -117,7 +119,7 @@ def test_lcm_scheduler_uses_our_x0_parameterisation_for_v_prediction(small_model
 
 
 def test_distill_stage_writes_an_lcm_lora_remover(small_model, small_data, params, tmp_path):
-    from rorem_core.inference import Remover
+    from rorem_core.models.remover import Remover
 
     p = params(distill={"steps": 2, "batch_size": 4, "lr": 1e-3, "lora_rank": 4, "log_every": 1,
                         "reward_mode": "softmax", "reward_temperature": 0.2})
@@ -154,7 +156,12 @@ def test_distill_config_checks():
 def test_rg_lcd_term_with_the_project_discriminator(small_model, small_data, params, tmp_path):
     """reward_scale > 0: the discriminator scores the student's composited one-step latent and the
     gradient reaches the student (the stage trains and logs the reward)."""
-    from rorem_core.discriminator import DiscriminatorInfo, build_discriminator, make_trainable, save_discriminator
+    from rorem_core.reward.discriminator import (
+        DiscriminatorInfo,
+        build_discriminator,
+        make_trainable,
+        save_discriminator,
+    )
 
     disc = build_discriminator(small_model, cache_dir=tmp_path / "cache",
                                info=DiscriminatorInfo(base=str(small_model), resolution=RES))

@@ -11,16 +11,22 @@ import math
 import pytest
 import torch
 
-from rorem_core.config import stage_config
-from rorem_core.latents import LatentCache
-from rorem_core.losses import LN2, get_loss
+from rorem_core.config import TrainDPOConfig, stage_config
+from rorem_core.data.latents import LatentCache
 from rorem_core.models.conditioning import load_prompt_embeds
 from rorem_core.models.loading import load_scheduler_config, load_unet, load_vae
-from rorem_core.pairs import load_pair_batch, pair_entries
-from rorem_core.preference import (StepContext, TrainDPOConfig, adapters_disabled, frozen_copy, load_policy_unet,
-                                   make_preference_loss, pair_errors)
-from rorem_core.remover import add_lora
+from rorem_core.models.unet import add_lora
+from rorem_core.preference.dpo import (
+    StepContext,
+    adapters_disabled,
+    frozen_copy,
+    load_policy_unet,
+    make_preference_loss,
+    pair_errors,
+)
+from rorem_core.preference.pairs import load_pair_batch, pair_entries
 from rorem_core.stages import train_dpo
+from rorem_core.training.losses import LN2, get_loss
 
 RES = 32
 

@@ -1,4 +1,4 @@
-"""Pair building (rorem_core.pairs, stage build_pairs): the three rules, ties, duplicates,
+"""Pair building (rorem_core.preference.pairs, stage build_pairs): the three rules, ties, duplicates,
 conflicts, provenance, content identity and the written RORem pairs format."""
 
 from __future__ import annotations
@@ -9,11 +9,18 @@ import numpy as np
 import pytest
 import yaml
 
-from rorem_core.config import ConfigError, stage_config
-from rorem_core.formats import Candidate, Pair, Triplet, read_pairs, resolve_in_root, write_candidates, write_entries
-from rorem_core.images import save_png
-from rorem_core.pairs import (BuildPairsConfig, dedupe, good_bad_pairs, human_pairs, margin_pairs, read_scored,
-                              write_pairs)
+from rorem_core.config import BuildPairsConfig, ConfigError, stage_config
+from rorem_core.data.formats import (
+    Candidate,
+    Pair,
+    Triplet,
+    read_pairs,
+    resolve_in_root,
+    write_candidates,
+    write_entries,
+)
+from rorem_core.data.images import save_png
+from rorem_core.preference.pairs import dedupe, good_bad_pairs, human_pairs, margin_pairs, read_scored, write_pairs
 from rorem_core.stages import build_pairs
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rorem_core.formats import Candidate, write_candidates
-from rorem_core.images import save_png
+from rorem_core.data.formats import Candidate, write_candidates
+from rorem_core.data.images import save_png
 
 SIZE = 32
 
@@ -127,7 +127,7 @@ def tiny_model(random_tiny_model) -> Path:
 @pytest.fixture(scope="session")
 def tiny_triplets(tmp_path_factory) -> Path:
     """10 synthetic triplets at 32 px; returns their meta.json."""
-    from rorem_core.synthetic import SyntheticConfig, write_triplets
+    from rorem_core.data.synthetic import SyntheticConfig, write_triplets
 
     root = tmp_path_factory.mktemp("rel_data") / "train"
     write_triplets(root, SyntheticConfig(size=SIZE), "rel", 10, 0.5)

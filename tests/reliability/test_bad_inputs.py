@@ -24,11 +24,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from rorem_core.formats import FormatError, read_triplets
-from rorem_core.images import load_rgb
-from rorem_core.synthetic import SyntheticConfig, write_triplets
-from rorem_core.validate import DatasetInvalid, require_valid, validate_dataset
-from rorem_core.validate import main as validate_main
+from rorem_core.data.formats import FormatError, read_triplets
+from rorem_core.data.images import load_rgb
+from rorem_core.data.synthetic import SyntheticConfig, write_triplets
+from rorem_core.data.validate import DatasetInvalid, require_valid, validate_dataset
+from rorem_core.data.validate import main as validate_main
 
 META = "<meta.json>"      # problems about the JSON file itself name its full path
 
@@ -357,8 +357,7 @@ def _load(loader: str, path: Path):
         from annotation.cli import load_config
 
         return load_config(path.parent)
-    import rorem_core.discriminator_train
-    import rorem_core.preference  # noqa: F401  (both register their stage configs on import)
+    import rorem_core.preference.dpo  # noqa: F401  (both register their stage configs on import)
     from rorem_core.config import load_stage_config
 
     return load_stage_config(loader, path)

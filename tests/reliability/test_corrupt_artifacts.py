@@ -21,11 +21,11 @@ import torch
 from annotation.config import AnnotationConfig
 from annotation.pull import SnapshotCorrupt, load_snapshot, pull_round, verify_snapshots
 from rorem_core.config import stage_config
+from rorem_core.data.latents import CacheCorrupt, load_entry
 from rorem_core.io import ArtifactCorrupt, check_safetensors
-from rorem_core.latents import CacheCorrupt, load_entry
 from rorem_core.models.loading import load_lora_into, load_unet
-from rorem_core.remover import train_remover
-from rorem_core.trainer import checkpoint_problems
+from rorem_core.training.sft import train_remover
+from rorem_core.training.trainer import checkpoint_problems
 
 
 def _truncate(path: Path, keep: float = 0.5) -> None:
@@ -92,7 +92,7 @@ def test_truncated_checkpoint_is_skipped_and_the_run_ends_with_the_same_weights(
     ckpt_root = next((tmp / "work").glob("train_remover/*/checkpoints"))
     bad = ckpt_root / "checkpoint-4" / "model.safetensors"
     _truncate(bad)
-    caplog.set_level(logging.WARNING, logger="rorem_core.trainer")
+    caplog.set_level(logging.WARNING, logger="rorem_core.training.trainer")
     res = train_remover(cfg, tiny_model, [tiny_triplets], tmp / "resumed")
     assert res.resumed_from == 2, "the damaged checkpoint-4 must not be loaded; checkpoint-2 is the fallback"
     warning = caplog.text
@@ -117,7 +117,7 @@ def test_truncated_model_output_is_refused_naming_the_file_and_the_fix(trained, 
     shutil.copytree(trained[2], out)
     weights = out / "unet" / "diffusion_pytorch_model.safetensors"
     _truncate(weights, 0.9)
-    for load in (load_unet, lambda ref: __import__("rorem_core.inference", fromlist=["Remover"]).Remover.load(
+    for load in (load_unet, lambda ref: __import__("rorem_core.models.remover", fromlist=["Remover"]).Remover.load(
             ref, cache_dir=str(tmp_path / "cache"), resolution=32)):
         with pytest.raises(ArtifactCorrupt) as e:
             load(out)
@@ -139,8 +139,14 @@ def test_truncated_model_output_is_refused_naming_the_file_and_the_fix(trained, 
 def test_truncated_rorem_head_checkpoint_is_refused_naming_the_file(tiny_model, tmp_path):
     """RORem's released discriminator head is a torch zip (``cls_pred_branch.pt``): no header to check
     up front, so the zip directory / CRCs catch it while loading, and the error is ours, not torch's."""
-    from rorem_core.discriminator import (RORem_HEAD_FILE, DiscriminatorInfo, build_discriminator,
-                                          load_discriminator, make_trainable, save_rorem_layout)
+    from rorem_core.reward.discriminator import (
+        DiscriminatorInfo,
+        RORem_HEAD_FILE,
+        build_discriminator,
+        load_discriminator,
+        make_trainable,
+        save_rorem_layout,
+    )
 
     disc = build_discriminator(tiny_model, cache_dir=tmp_path / "cache",
                                info=DiscriminatorInfo(base=str(tiny_model), resolution=32, lora_rank=4))

@@ -193,7 +193,7 @@ STAGES = {
 def stage_data(tiny_triplets) -> Path:
     """The 10 tiny triplets plus pairs.json (GT preferred over the source) and labels.json (GT good,
     source bad), all in the triplets' folder so every path stays inside it."""
-    from rorem_core.formats import Pair, read_triplets, write_entries
+    from rorem_core.data.formats import Pair, read_triplets, write_entries
 
     root = tiny_triplets.parent
     ts = read_triplets(tiny_triplets)
@@ -271,7 +271,7 @@ def test_sigkill_during_training_then_rerun_matches_an_uninterrupted_run(stage, 
 def test_sigkill_during_generation_then_rerun_writes_the_same_candidates(tiny_model, tmp_path):
     """Generation is not resumable (it restarts), but every candidate's noise comes from its own seed,
     so the re-run's manifest and images equal an uninterrupted run's, byte for byte."""
-    from rorem_core.synthetic import SyntheticConfig, write_pool
+    from rorem_core.data.synthetic import SyntheticConfig, write_pool
 
     write_pool(tmp_path / "pool", tmp_path / "hidden", SyntheticConfig(size=32, pool_size=12, n_pools=1), 1)
     base = {"cache_dir": str(tmp_path / "cache"), "wandb_mode": "disabled", "device": "cpu", "resolution": 32}

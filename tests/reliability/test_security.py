@@ -19,8 +19,8 @@ from annotation.client import LabelStudioClient, LabelStudioError
 from annotation.config import AnnotationConfig
 from annotation.paths import PathRefused, inside_root
 from annotation.server import LabelStudioServer, ServerError
-from rorem_core.formats import FormatError, resolve_in_root
-from rorem_core.secrets_scan import find_secrets
+from rorem_core.data.formats import FormatError, resolve_in_root
+from tests.helpers.secrets_scan import find_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("rorem_core", "annotation", "tasks", "flows", "scripts", "benchmarks")

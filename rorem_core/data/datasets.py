@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rorem_core.formats import FormatError, read_triplets, resolve_in_root
+from rorem_core.data.formats import FormatError, read_triplets, resolve_in_root
+from rorem_core.data.validate import require_valid
 from rorem_core.io import atomic_dir, link_or_copy, sha256_file, write_json_atomic
-from rorem_core.validate import require_valid
 
 KEYS = ("source", "mask", "GT")
 

@@ -13,10 +13,10 @@ from typing import Sequence
 
 import torch
 
-from rorem_core.latents import encode_images, mask_to_latent
+from rorem_core.data.latents import encode_images, mask_to_latent
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
 from rorem_core.models.loading import load_scheduler_config, load_unet, load_vae, resolve_ref, vae_scale_factor
-from rorem_core.remover import DTYPES, unet_forward
+from rorem_core.models.unet import DTYPES, unet_forward
 
 SCHEDULERS = {"euler": "EulerDiscreteScheduler", "lcm": "LCMScheduler"}
 

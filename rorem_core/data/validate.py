@@ -24,8 +24,8 @@ from typing import Any, Sequence
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rorem_core.formats import Candidate, FormatError, Pair, PoolItem, Triplet, resolve_in_root
-from rorem_core.images import ImageError, ImageTooLarge, image_size, load_mask
+from rorem_core.data.formats import Candidate, FormatError, Pair, PoolItem, Triplet, resolve_in_root
+from rorem_core.data.images import ImageError, ImageTooLarge, image_size, load_mask
 
 
 class ScoredTriplet(Triplet):

@@ -15,7 +15,7 @@ is ln 2 and the implicit accuracy 0.5. One DPO step (preference-learning.md §0)
 
 KTO uses single results with good/bad labels: ``kto_loss(e, e_ref, label)`` at one (t, eps) each.
 Data helpers (pair / labelled latent entries on top of ``LatentCache``) and the LoRA-remover
-output (``lora/`` + ``rorem_model.json``) are shared with ``rorem_core.distill``.
+output (``lora/`` + ``rorem_model.json``) are shared with ``rorem_core.preference.distill``.
 """
 
 from __future__ import annotations
@@ -23,56 +23,20 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Literal, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import torch
-from pydantic import Field, model_validator
 
-from rorem_core import lcm
-from rorem_core.config import BaseConfig, TrainParams, register_stage
+from rorem_core.config import TrainDPOConfig
+from rorem_core.data.augment import dihedral
 from rorem_core.io import write_json_atomic
-from rorem_core.losses import get_loss, per_sample_error
 from rorem_core.models.conditioning import PromptEmbeds
 from rorem_core.models.loading import load_unet, resolve_ref, write_ref
-from rorem_core.pairs import load_pair_batch
-from rorem_core.remover import add_lora, dihedral, save_lora, unet_forward
-from rorem_core.trainer import mean_dicts
-
-ATTN_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # HF-DPO LoRA targets
-
-
-class TrainDPOConfig(TrainParams):
-    """train_dpo: Diffusion-DPO (pairs) or Diffusion-KTO (good/bad labels) as a LoRA on the remover.
-    Batch sizes count pairs (DPO) or results (KTO) per process."""
-
-    base: BaseConfig
-    loss: Literal["dpo", "kto"] = "dpo"      # a name in rorem_core.losses.LOSSES
-    beta: float = Field(5000.0, gt=0)        # DPO beta, with the explicit 1/2 (SF / HF-SDXL)
-    kto_beta: float = Field(1000.0, gt=0)    # KTO beta (no 1/2, diffusion-kto default)
-    kto_desirable_weight: float = Field(1.0, gt=0)
-    kto_undesirable_weight: float = Field(1.0, gt=0)
-    label_good_min: float = Field(0.5, ge=0, le=1)   # KTO from scores: good if score >= this
-    masked: bool = False                     # error inside the hole / hole area (Follow-Your-Preference)
-    lora_targets: list[str] = Field(default_factory=lambda: list(ATTN_TARGETS))
-    val_fraction: float = Field(0.1, ge=0, lt=1)     # held-out inputs for the implicit accuracy
-    val_draws: int = Field(4, ge=1)          # (t, eps) draws per held-out pair
-    # defaults differing from the remover's: LoRA, constant lr (HF-DPO README)
-    mode: Literal["full", "lora"] = "lora"
-    lora_rank: int = Field(8, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    lr_schedule: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant"
-    lr_warmup_steps: int = Field(0, ge=0)
-    batch_size: int = Field(16, ge=1)
-
-    @model_validator(mode="after")
-    def _lora_only(self):
-        if self.mode != "lora":
-            raise ValueError(f"mode={self.mode!r}: preference training is LoRA-only (the reference is the "
-                             "UNet with adapters disabled, no second copy); set mode: lora")
-        return self
-
-
-register_stage("train_dpo", TrainDPOConfig)
+from rorem_core.models.unet import add_lora, save_lora, unet_forward
+from rorem_core.preference import lcm
+from rorem_core.preference.pairs import load_pair_batch
+from rorem_core.training.losses import get_loss, per_sample_error
+from rorem_core.training.trainer import mean_dicts
 
 
 @dataclass
@@ -172,7 +136,7 @@ def single_errors(unet, batch: dict, gen: torch.Generator, ctx: StepContext,
 
 
 def make_preference_loss(unet, ctx: StepContext, cfg: TrainDPOConfig, reference: Reference = adapters_disabled):
-    """compute_loss(batch, gen) -> (loss, metrics) for rorem_core.trainer.run_training."""
+    """compute_loss(batch, gen) -> (loss, metrics) for rorem_core.training.trainer.run_training."""
     loss_fn = get_loss(cfg.loss)
 
     def compute_loss(batch: dict, gen: torch.Generator, model=None):   # model: the prepared (DDP) UNet
@@ -243,7 +207,7 @@ class LoraPolicy:
     def setup(cls, cfg, init_ref: str | Path, run_name: str, *key_parts: str) -> "LoraPolicy":
         from rorem_core.config import config_hash
         from rorem_core.models.loading import configure_attention
-        from rorem_core.trainer import make_accelerator
+        from rorem_core.training.trainer import make_accelerator
 
         unet, trainable, fused = load_policy_unet(init_ref, cfg.lora_rank, cfg.lora_targets, seed=cfg.base.seed)
         if cfg.gradient_checkpointing:
@@ -251,7 +215,7 @@ class LoraPolicy:
         configure_attention(unet, xformers={"auto": "auto", "on": True, "off": False}[cfg.xformers])
         work = Path(cfg.base.work_dir) / run_name.replace("/", "_") / config_hash(cfg, str(init_ref), *key_parts)[:16]
         acc = make_accelerator(cfg.base, cfg, work)
-        device = torch.device("cpu") if cfg.base.device == "cpu" else acc.device
+        device = acc.device   # base.device, resolved by make_accelerator
         return cls(unet.to(device), trainable, fused, acc, device, work, run_name)
 
 

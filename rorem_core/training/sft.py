@@ -4,7 +4,7 @@ the masked-source latent (RORem §1), with everything around it fixed:
 - latents come from the cache (encoded once), the empty-prompt conditioning is precomputed;
 - time_ids are built per batch, so a smaller last batch works;
 - the target follows the scheduler config (epsilon for SDXL, v for the tiny preset);
-- full fine-tune or LoRA by param; resumable checkpoints (rorem_core.trainer).
+- full fine-tune or LoRA by param; resumable checkpoints (rorem_core.training.trainer).
 """
 
 from __future__ import annotations
@@ -16,52 +16,17 @@ from typing import Sequence
 import torch
 
 from rorem_core.config import TrainRemoverConfig, config_hash
+from rorem_core.data.augment import augment
+from rorem_core.data.latents import LatentCache
+from rorem_core.data.validate import require_valid
 from rorem_core.io import atomic_dir, write_json_atomic
-from rorem_core.latents import LatentCache
-from rorem_core.losses import get_loss
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
-from rorem_core.models.loading import (configure_attention, load_scheduler_config, load_unet,
-                                       load_vae, write_ref)
-from rorem_core.trainer import TrainResult, run_training
-from rorem_core.validate import require_valid
+from rorem_core.models.loading import configure_attention, load_scheduler_config, load_unet, load_vae, write_ref
+from rorem_core.models.unet import DTYPES, add_lora, diffusion_target, save_lora, unet_forward
+from rorem_core.training.losses import get_loss
+from rorem_core.training.trainer import TrainResult, run_training
 
 log = logging.getLogger(__name__)
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """Rotate (B, C, h, w) by k*90 degrees and optionally flip; exact for an area-down autoencoder."""
-    x = torch.rot90(x, k, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if flip else x
-
-
-def augment(batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """One random dihedral transform per sample, applied jointly to every spatial tensor."""
-    ks = torch.randint(0, 4, (len(batch["target"]),), generator=gen)
-    flips = torch.randint(0, 2, (len(batch["target"]),), generator=gen)
-    out = {}
-    for name, t in batch.items():
-        out[name] = torch.stack([dihedral(t[i:i + 1], int(k), bool(f))[0] for i, (k, f) in enumerate(zip(ks, flips))])
-    return out
-
-
-def diffusion_target(sched, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """What the UNet predicts: noise (epsilon) or velocity (v), per the scheduler config."""
-    kind = sched.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return sched.get_velocity(z0, noise, t)
-    raise ValueError(f"prediction_type {kind!r} unsupported; use epsilon or v_prediction")
-
-
-def unet_forward(unet, z_t, t, batch, cond: PromptEmbeds, resolution: int) -> torch.Tensor:
-    """UNet call on [noisy latent (4) | mask (1) | masked-source latent (4)] -> (B, 4, h, w)."""
-    dtype = next(unet.parameters()).dtype
-    hidden, added = cond.batch(len(z_t), (resolution, resolution), device=z_t.device, dtype=dtype)
-    x = torch.cat([z_t, batch["mask"], batch["masked"]], dim=1).to(dtype)
-    return unet(x, t, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
 
 
 @torch.no_grad()
@@ -70,7 +35,7 @@ def fixed_set_loss(unet, sched, cond: PromptEmbeds, cfg: TrainRemoverConfig, ent
 
     The per-step training loss is dominated by the random timestep; this deterministic figure,
     taken before and after training, shows whether training moved the loss on its data."""
-    from rorem_core.latents import load_batch
+    from rorem_core.data.latents import load_batch
 
     quiet = cfg.model_copy(update={"augment_dihedral": False})
     loss_fn = make_remover_loss(unet, sched, cond, quiet, device)
@@ -102,38 +67,9 @@ def make_remover_loss(unet, sched, cond: PromptEmbeds, cfg: TrainRemoverConfig, 
     return compute_loss
 
 
-def add_lora(unet, rank: int, targets: list[str] | None = None, *, seed: int = 0) -> list[torch.nn.Parameter]:
-    """Inject a LoRA adapter; its gaussian init is drawn from ``seed`` (global RNG untouched), so two
-    runs of the same config start, and therefore end, with the same weights."""
-    from peft import LoraConfig
-
-    unet.requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                    target_modules=targets or LORA_TARGETS))
-    return [p for p in unet.parameters() if p.requires_grad]
-
-
-def save_lora(unet, out_dir: Path) -> None:
-    """``out_dir/pytorch_lora_weights.safetensors`` in the PEFT key format (``...lora_A/lora_B``, prefix
-    ``unet.``), which ``pipe.load_lora_weights`` and ``models.loading.load_lora_into`` read for ANY targets.
-
-    Not ``convert_state_dict_to_diffusers``: it rewrites attention keys only (``to_q.lora.down``) and
-    leaves conv / proj keys as ``lora_A``; diffusers' loader then sees the new format and silently drops
-    every attention LoRA of a mixed (LCM: attention + conv) adapter. Used by every LoRA we train
-    (remover, DPO, LCM student); the discriminator keeps RORem's attention-only layout for compatibility.
-    """
-    from diffusers import StableDiffusionXLPipeline
-    from peft.utils import get_peft_model_state_dict
-
-    StableDiffusionXLPipeline.save_lora_weights(str(out_dir), unet_lora_layers=get_peft_model_state_dict(unet),
-                                                safe_serialization=True)
-
-
 def triplet_files(meta_paths: Sequence[Path]) -> list[tuple[Path, Path, Path]]:
     """(source, mask, GT) absolute paths of every triplet in the given meta.json files."""
-    from rorem_core.formats import read_triplets, resolve_in_root
+    from rorem_core.data.formats import read_triplets, resolve_in_root
 
     out = []
     for meta in meta_paths:
@@ -169,16 +105,15 @@ def train_remover(cfg: TrainRemoverConfig, init_ref: str | Path, train_metas: Se
     # resumes a stale checkpoint; callers training from a temp dir pass a stable ``work_key``
     key = work_key or config_hash(cfg, str(Path(init_ref).resolve()), *map(str, files))[:16]
     work = Path(cfg.base.work_dir) / run_name.replace("/", "_") / key
-    device = torch.device("cpu") if cfg.base.device == "cpu" else None
-    from rorem_core.trainer import make_accelerator
+    from rorem_core.training.trainer import make_accelerator
 
     acc = make_accelerator(cfg.base, cfg, work)
-    loss_fn = make_remover_loss(unet, sched, cond, cfg, device or acc.device)
-    loss_before = fixed_set_loss(unet, sched, cond, cfg, entries, device or acc.device)
+    loss_fn = make_remover_loss(unet, sched, cond, cfg, acc.device)
+    loss_before = fixed_set_loss(unet, sched, cond, cfg, entries, acc.device)
     result, unet = run_training(base=cfg.base, params=cfg, model=unet, trainable=trainable, entries=entries,
                                 compute_loss=loss_fn, work_dir=work, run_name=run_name,
                                 tracker_config=cfg.model_dump(), wandb_group=wandb_group, accelerator=acc)
-    result.fixed_loss = (loss_before, fixed_set_loss(unet, sched, cond, cfg, entries, device or acc.device))
+    result.fixed_loss = (loss_before, fixed_set_loss(unet, sched, cond, cfg, entries, acc.device))
     if acc.is_main_process:
         save_remover(unet, cfg, init_ref, out_dir, result)
     return result

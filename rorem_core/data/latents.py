@@ -25,7 +25,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from rorem_core.images import load_mask, load_rgb
+from rorem_core.data.images import load_mask, load_rgb
 from rorem_core.io import atomic_path, sha256_bytes
 from rorem_core.models.loading import vae_scale_factor
 

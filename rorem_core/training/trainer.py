@@ -3,7 +3,8 @@
 The stage supplies the model, its trainable parameters, the list of latent-cache entries and a
 ``compute_loss(batch, generator, model) -> (loss, metrics)``, where ``model`` is the one
 ``accelerator.prepare`` returned: the gradient forward must go through it (DDP registers its
-gradient all-reduce in the wrapper's forward; calling the raw module trains each GPU on its own); this module owns the optimiser, the LR
+gradient all-reduce in the wrapper's forward; calling the raw module trains each GPU on its own);
+this module owns the optimiser, the LR
 schedule, gradient accumulation, clipping, checkpoints (model + optimiser + scheduler + RNG via
 ``accelerator.save_state``), resume after a kill, trackers (wandb offline by default) and the
 progress bar.
@@ -31,8 +32,9 @@ import torch
 from tqdm.auto import tqdm
 
 from rorem_core.config import BaseConfig, TrainParams
+from rorem_core.data.latents import load_batch
+from rorem_core.device import accelerate_cpu
 from rorem_core.io import file_manifest, manifest_problems, write_json_atomic
-from rorem_core.latents import load_batch
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[dict, torch.Generator, torch.nn.Module], tuple[torch.Tensor, dict]]
@@ -94,7 +96,7 @@ def make_accelerator(base: BaseConfig, params: TrainParams, project_dir: Path):
     if log_with:
         os.environ.setdefault("WANDB_MODE", base.wandb_mode)
     return Accelerator(mixed_precision=params.mixed_precision, gradient_accumulation_steps=params.grad_accum,
-                       log_with=log_with, cpu=base.device == "cpu",
+                       log_with=log_with, cpu=accelerate_cpu(base.device),
                        project_config=ProjectConfiguration(project_dir=str(project_dir)))
 
 

@@ -34,35 +34,20 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
-from pydantic import Field, model_validator
 
-from rorem_core.config import BaseConfig, Strict, register_stage
-from rorem_core.formats import (FormatError, Pair, read_candidates, read_pairs, read_triplets,
-                                resolve_in_root, write_entries)
+from rorem_core.data.formats import (
+    FormatError,
+    Pair,
+    read_candidates,
+    read_pairs,
+    read_triplets,
+    resolve_in_root,
+    write_entries,
+)
+from rorem_core.data.latents import LatentCache, load_batch
 from rorem_core.io import atomic_dir, sha256_bytes, sha256_file
-from rorem_core.latents import LatentCache, load_batch
 
 RULES = ("human_pair", "good_bad", "score_margin")  # priority order
-
-
-class BuildPairsConfig(Strict):
-    """build_pairs: which pairs to make from human labels and discriminator scores."""
-
-    base: BaseConfig
-    margin: float = Field(0.3, gt=0, le=1)     # rule (c): min |score_a - score_b| (probabilities)
-    good_min: float = Field(0.5, ge=0, le=1)   # rule (b): score >= good_min is a good result
-    bad_max: float = Field(0.5, ge=0, le=1)    # rule (b): score < bad_max is a bad result
-    max_pairs_per_input: int | None = Field(None, ge=1)  # per rule and input, largest gaps first
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.bad_max > self.good_min:
-            raise ValueError(f"bad_max={self.bad_max} > good_min={self.good_min}: a result would be "
-                             "both good and bad; set bad_max <= good_min")
-        return self
-
-
-register_stage("build_pairs", BuildPairsConfig)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from rorem_core.masks import dilate
+from rorem_core.data.masks import dilate
 
 Baseline = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -23,7 +23,7 @@ def _check(source: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray
     m = np.asarray(mask).astype(bool)
     if src.ndim != 3 or src.shape[2] != 3 or m.shape != src.shape[:2]:
         raise ValueError(f"baseline: expected source (H, W, 3) and mask (H, W), got {src.shape} "
-                         f"and {m.shape}; load them with rorem_core.images.load_rgb / load_mask")
+                         f"and {m.shape}; load them with rorem_core.data.images.load_rgb / load_mask")
     return src, m
 
 

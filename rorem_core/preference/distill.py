@@ -27,61 +27,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import torch
-from pydantic import Field, model_validator
 
-from rorem_core import lcm
-from rorem_core.config import BaseConfig, TrainParams, register_stage
-from rorem_core.formats import read_triplets, resolve_in_root
-from rorem_core.latents import LatentCache
-from rorem_core.losses import get_loss, reward_term, reward_weights
+from rorem_core.config import DistillConfig
+from rorem_core.data.formats import read_triplets, resolve_in_root
+from rorem_core.data.latents import LatentCache
 from rorem_core.models.conditioning import PromptEmbeds
-from rorem_core.pairs import read_scored
-from rorem_core.preference import Reference, StepContext, adapters_disabled, augment_spatial
-from rorem_core.remover import unet_forward
+from rorem_core.models.unet import unet_forward
+from rorem_core.preference import lcm
+from rorem_core.preference.dpo import Reference, StepContext, adapters_disabled, augment_spatial
+from rorem_core.preference.pairs import read_scored
+from rorem_core.training.losses import get_loss, reward_term, reward_weights
 
 # RORem LCM LoRA targets (rorem.md §3); module names absent from a UNet are skipped by peft
 LCM_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]
 RewardFn = Callable[[torch.Tensor, dict], torch.Tensor]
-
-
-class DistillConfig(TrainParams):
-    """distill: 4-step LCM LoRA from the remover teacher; reward-weighted when reward_mode != none."""
-
-    base: BaseConfig
-    loss_type: Literal["l2", "huber"] = "l2"      # per sample; huber = pseudo-Huber
-    huber_c: float = Field(0.001, gt=0)
-    num_ddim_timesteps: int = Field(50, ge=2)     # teacher skip-step grid; must equal LCMScheduler's
-                                                  # original_inference_steps at inference (50)
-    guidance_min: float = Field(0.0, ge=0)        # teacher CFG w ~ U[min, max] (Imagen convention);
-    guidance_max: float = Field(0.0, ge=0)        # 0 = off: RORem samples with the empty prompt, guidance 1
-    reward_mode: Literal["none", "clamp", "softmax"] = "none"   # none = plain distillation
-    reward_temperature: float = Field(0.1, gt=0)  # softmax mode
-    reward_threshold: float | None = None         # weight 0 below this score (e.g. 0.5, RORem acceptance)
-    unscored_score: float = Field(1.0, ge=0, le=1)  # score of training triplets without one (GT)
-    reward_scale: float = Field(0.0, ge=0)        # RG-LCD reward term; > 0 needs a reward model
-    lora_targets: list[str] = Field(default_factory=lambda: list(LCM_TARGETS))
-    mode: Literal["full", "lora"] = "lora"
-    lora_rank: int = Field(64, ge=1)              # RORem / diffusers LCM-LoRA: r 64, alpha 64
-    lr: float = Field(1e-4, gt=0)
-    lr_schedule: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant"
-    lr_warmup_steps: int = Field(0, ge=0)
-    batch_size: int = Field(16, ge=1)
-
-    @model_validator(mode="after")
-    def _check_distill(self):
-        if self.mode != "lora":
-            raise ValueError(f"mode={self.mode!r}: distillation trains a LoRA student (teacher = adapters "
-                             "disabled); set mode: lora")
-        if self.guidance_max < self.guidance_min:
-            raise ValueError(f"guidance_max={self.guidance_max} < guidance_min={self.guidance_min}")
-        return self
-
-
-register_stage("distill", DistillConfig)
 
 
 @dataclass
@@ -163,7 +126,7 @@ def _weights(batch: dict, cfg: DistillConfig, device) -> tuple[torch.Tensor | No
 
 def make_distill_loss(unet, lctx: LCMContext, cfg: DistillConfig, *, teacher: Reference = adapters_disabled,
                       reward_fn: RewardFn | None = None):
-    """compute_loss(batch, gen) for rorem_core.trainer.run_training."""
+    """compute_loss(batch, gen) for rorem_core.training.trainer.run_training."""
     def compute_loss(batch: dict, gen: torch.Generator, model=None):   # model: the prepared (DDP) UNet
         if cfg.augment_dihedral:
             batch = augment_spatial(batch, gen)

@@ -1,7 +1,7 @@
 """Simulated oracle labels, the direct path for tests and benchmarks (no Label Studio).
 
 Builds a scored RORem ``meta.json`` from a candidates manifest and the pool's hidden ground truth:
-every candidate is labelled by ``rorem_core.metrics`` (good iff masked PSNR vs the hidden GT >= 20 dB),
+every candidate is labelled by ``rorem_core.evaluation.metrics`` (good iff masked PSNR vs the hidden GT >= 20 dB),
 and per input known-good (the GT itself) and known-bad (``leave``: the source with the object left;
 ``noise``: ring-mean fill plus blotchy Gaussian noise in 4-px blocks) results are added. With ``noise_db > 0`` the simulated
 annotator is noisy near the threshold: P(good) = sigmoid((psnr - threshold_db) / noise_db).
@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rorem_core.baselines import ring_mean
-from rorem_core.formats import Triplet, read_candidates, resolve_in_root, write_entries
-from rorem_core.images import load_mask, load_rgb, save_png
-from rorem_core.io import atomic_dir
-from rorem_core.metrics import ORACLE_PSNR_DB, masked_psnr
-from rorem_core.io import link_or_copy
+from rorem_core.data.formats import Triplet, read_candidates, resolve_in_root, write_entries
+from rorem_core.data.images import load_mask, load_rgb, save_png
+from rorem_core.evaluation.baselines import ring_mean
+from rorem_core.evaluation.metrics import ORACLE_PSNR_DB, masked_psnr
+from rorem_core.io import atomic_dir, link_or_copy
 
 KNOWN = ("gt", "leave", "noise")
 NOISE_BLOCK = 4   # px

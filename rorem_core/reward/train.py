@@ -3,7 +3,7 @@
 Labels are scored RORem ``meta.json`` files (source, mask, GT = the judged result, score 0/1 or a
 soft mean of annotators); one per round. Every (source, mask, result) triple goes through the
 latent cache (encoded once, shared with the remover), and training runs on the generic resumable
-trainer (``rorem_core.trainer``), so checkpoints, resume and trackers are the remover's.
+trainer (``rorem_core.training.trainer``), so checkpoints, resume and trackers are the remover's.
 
 Held-out split, by INPUT: an input is identified by the content of its (source, mask) files, and it
 is held out iff u(seed, input) < heldout_fraction with u a hash-uniform in [0, 1). The decision for
@@ -24,14 +24,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 
-from rorem_core.config import BaseConfig, TrainParams, config_hash, register_stage
-from rorem_core.discriminator import (
+from rorem_core.config import TrainDiscriminatorConfig, config_hash
+from rorem_core.data.augment import augment
+from rorem_core.data.formats import FormatError, read_triplets, resolve_in_root
+from rorem_core.data.latents import LatentCache, load_batch, load_entry
+from rorem_core.io import atomic_dir, sha256_bytes, write_json_atomic
+from rorem_core.models.loading import configure_attention, load_vae
+from rorem_core.models.unet import DTYPES
+from rorem_core.reward.discriminator import (
     Discriminator,
     DiscriminatorInfo,
     build_discriminator,
@@ -39,47 +43,10 @@ from rorem_core.discriminator import (
     make_trainable,
     save_discriminator,
 )
-from rorem_core.discriminator_metrics import grouped_agreement
-from rorem_core.formats import FormatError, read_triplets, resolve_in_root
-from rorem_core.io import atomic_dir, sha256_bytes, write_json_atomic
-from rorem_core.latents import LatentCache, load_batch, load_entry
-from rorem_core.losses import get_loss, pos_weight_from_labels
-from rorem_core.models.loading import configure_attention, load_vae
-from rorem_core.remover import DTYPES, augment
+from rorem_core.reward.metrics import grouped_agreement
+from rorem_core.training.losses import get_loss, pos_weight_from_labels
 
 GROUP_KEYS = ("band", "kind", "round")   # extra meta.json keys reported as metric groups when present
-
-
-class TrainDiscriminatorConfig(TrainParams):
-    """TrainParams (batch per process, steps, lr, LoRA rank, ...) plus the discriminator's own knobs."""
-
-    base: BaseConfig
-    steps: int = Field(400, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    mode: Literal["full", "lora"] = "lora"       # lora: LoRA on attention + head (RORem); full: encoder + head
-    lora_rank: int = Field(4, ge=1)              # RORem: 4
-    loss: Literal["bce", "softplus_mse"] = "bce"  # bce: calibrated probability; softplus_mse: RORem's
-    balance: Literal["pos_weight", "oversample", "none"] = "pos_weight"
-    threshold: float = Field(0.5, gt=0)          # "good" iff score > threshold (RORem: 0.5)
-    heldout_fraction: float = Field(0.2, ge=0, lt=1)   # share of INPUTS never trained on
-    ece_bins: int = Field(10, ge=1)
-    eval_batch_size: int = Field(64, ge=1)       # held-out scoring batch
-    warm_start: bool = False                     # start from --prev's LoRA + head (RORem's --pretrained_lora)
-    # known-good / known-bad examples from triplets with ground truth (--anchors, e.g. the seed set):
-    # per triplet (source, mask, GT) is good and (source, mask, source) = "object left" is bad. Training
-    # only, never held out: they anchor the obvious cases when human labels are few (round 1)
-    anchors: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _check_disc(self):
-        if self.balance == "pos_weight" and self.loss != "bce":
-            raise ValueError(f"balance=pos_weight needs loss=bce (got loss={self.loss}); use balance=oversample")
-        if self.loss == "bce" and not self.threshold < 1:
-            raise ValueError(f"threshold={self.threshold} is a probability for loss=bce; use a value in (0, 1)")
-        return self
-
-
-register_stage("train_discriminator", TrainDiscriminatorConfig)
 
 
 @dataclass(frozen=True)
@@ -266,7 +233,7 @@ def train_discriminator(cfg: TrainDiscriminatorConfig, init_ref: str | Path, lab
                         wandb_group: str | None = None, anchors: Path | None = None) -> dict:
     """Train on the training inputs of ``label_metas``, evaluate on the held-out inputs, write ``out_dir``
     (discriminator + split.json + heldout_scores.json + train_summary.json) atomically; returns metrics."""
-    from rorem_core.trainer import make_accelerator, run_training
+    from rorem_core.training.trainer import make_accelerator, run_training
 
     data = prepare_labels(cfg, init_ref, label_metas, prev, anchors)
     table = data.table

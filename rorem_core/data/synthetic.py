@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from rorem_core.formats import PoolItem, Triplet, write_entries
-from rorem_core.images import save_png
+from rorem_core.config.presets import SyntheticConfig
+from rorem_core.data.formats import PoolItem, Triplet, write_entries
+from rorem_core.data.images import save_png
+from rorem_core.data.masks import dilate
 from rorem_core.io import atomic_dir, write_json_atomic
-from rorem_core.masks import dilate
 
 SHAPES = ("circle", "ellipse", "rectangle", "triangle", "star", "ring")
 TEXTURES = ("none", "stripes", "checker", "noise", "dots", "wood")
@@ -53,28 +54,10 @@ BANDS: dict[str, BandSpec] = {
 }
 
 
-class SyntheticConfig(BaseModel):
-    """Embedded default data (bootstrap stage). Counts are scenes; fractions are of that split."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    seed: int = 0                      # global salt: changes every split at once
-    size: int = Field(64, ge=16)       # image side, px (lengths scale by size/64)
-    n_seed: int = Field(2000, ge=1)    # seed training triplets (data/seed)
-    n_test: int = Field(200, ge=1)     # held-out test triplets (data/test)
-    pool_size: int = Field(200, ge=1)  # (source, mask) inputs per round pool (data/pools/round-N)
-    n_pools: int = Field(3, ge=0)      # number of round pools (rounds 1..n_pools)
-    seed_hard_fraction: float = Field(0.1, ge=0, le=1)  # share of hard scenes in the seed triplets
-    pool_hard_fraction: float = Field(0.8, ge=0, le=1)  # share of hard scenes in every pool
-    test_hard_fraction: float = Field(0.5, ge=0, le=1)  # share of hard scenes in the test split
-    easy_shadow_prob: float = Field(0.1, ge=0, le=1)    # cast-shadow probability, easy band
-    hard_shadow_prob: float = Field(0.6, ge=0, le=1)    # cast-shadow probability, hard band
-
-    def band_spec(self, band: str) -> BandSpec:
-        prob = {"easy": self.easy_shadow_prob, "hard": self.hard_shadow_prob}[band]
-        return BANDS[band].model_copy(update={"shadow_prob": prob})
-
-    def salt(self, split: str) -> str:
-        return f"{self.seed}:{split}"
+def band_spec(cfg: SyntheticConfig, band: str) -> BandSpec:
+    """The band's scene spec with the config's cast-shadow probability."""
+    prob = {"easy": cfg.easy_shadow_prob, "hard": cfg.hard_shadow_prob}[band]
+    return BANDS[band].model_copy(update={"shadow_prob": prob})
 
 
 @dataclass
@@ -273,7 +256,7 @@ def _scenes(cfg: SyntheticConfig, split: str, n: int, hard_fraction: float):
     salt = cfg.salt(split)
     for i in range(n):
         band = scene_band(i, salt, hard_fraction)
-        yield i, make_scene(i, size=cfg.size, band=band, salt=salt, spec=cfg.band_spec(band))
+        yield i, make_scene(i, size=cfg.size, band=band, salt=salt, spec=band_spec(cfg, band))
 
 
 def write_triplets(out_dir: str | Path, cfg: SyntheticConfig, split: str, n: int,

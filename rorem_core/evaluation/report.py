@@ -26,30 +26,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rorem_core import contract
 from rorem_core.io import write_json_atomic, write_text_atomic
 
-FILES = {  # name -> path pattern relative to the project root ({n} = round)
-    "train_remover": "results/train_remover/round-{n}.json",
-    "evaluate": "results/evaluate/round-{n}/metrics.json",
-    "evaluate_dpo": "results/evaluate_dpo/round-{n}/metrics.json",
-    "evaluate_lcm": "results/evaluate_lcm/round-{n}/metrics.json",
-    "train_discriminator": "results/train_discriminator/round-{n}.json",
-    "auto_score": "results/auto_score/round-{n}.json",
-    "trainset": "results/trainset/round-{n}.json",
-    "build_pairs": "results/build_pairs/round-{n}.json",
-    "train_dpo": "results/train_dpo/round-{n}.json",
-    "distill": "results/distill/round-{n}.json",
-    "annotations": "data/annotations/round-{n}/summary.json",
-}
-CURVES = {  # loss curves ([[step, loss], ...] under "losses") written next to each model
-    "remover": "models/remover/round-{n}/train_summary.json",
-    "discriminator": "models/discriminator/round-{n}/train_summary.json",
-    "dpo": "models/dpo/round-{n}/train_summary.json",
-    "rwd": "models/lcm/round-{n}/train_summary.json",
-}
+# path patterns relative to the project root ({n} = round), all from the round contract
+FILES = {**{stage: contract.METRICS[stage] for stage in (
+             "train_remover", "evaluate", "evaluate_dpo", "evaluate_lcm", "train_discriminator", "auto_score",
+             "trainset", "build_pairs", "train_dpo", "distill")},
+         "annotations": "data/annotations/round-{n}/summary.json"}
+CURVES = {kind: contract.RoundPaths(0).train_summary(kind).replace("round-0", "round-{n}")
+          for kind in ("remover", "discriminator", "dpo", "rwd")}   # loss curves ([[step, loss], ...])
 HELDOUT = "models/discriminator/round-{n}/heldout_scores.json"   # [{label, score}] on held-out inputs
-SAMPLES = "results/evaluate/round-{n}/samples.png"
-BOOTSTRAP = "results/bootstrap/metrics.json"
+SAMPLES = contract.OUTS["evaluate"][0]                            # the remover's sample grid
+BOOTSTRAP = contract.BOOTSTRAP_METRICS
 REFERENCES = {"leave_object", "ring_mean", "telea", "ae_ceiling"}   # evaluate's reference fills
 NA = "n/a"
 

@@ -19,7 +19,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rorem_core.io import write_json_atomic
 

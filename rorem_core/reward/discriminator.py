@@ -31,10 +31,11 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rorem_core.config.presets import ATTN_TARGETS
 from rorem_core.io import atomic_path, load_torch_state, write_json_atomic
-from rorem_core.losses import DISCRIMINATOR_SCORES
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
 from rorem_core.models.loading import check_local_weights, load_unet, resolve_ref
+from rorem_core.training.losses import DISCRIMINATOR_SCORES
 
 INFO_FILE = "discriminator.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -42,7 +43,6 @@ HEAD_FILE = "head.safetensors"
 ENCODER_FILE = "encoder.safetensors"        # mode "full": the fine-tuned encoder weights
 RORem_HEAD_FILE = "cls_pred_branch.pt"      # RORem: torch state dict, keys "cls_pred_branch.<i>.<w|b>"
 RORem_PREFIX = "cls_pred_branch."
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 NONE_FILE = "no_discriminator.json"         # round 0 (bootstrap): no labels yet, so no discriminator
 
 
@@ -218,7 +218,7 @@ def make_trainable(disc: Discriminator, seed: int = 0) -> list[nn.Parameter]:
         with torch.random.fork_rng(devices=[]):  # the LoRA init is drawn from the seed: reruns are identical
             torch.manual_seed(seed)
             disc.unet.add_adapter(LoraConfig(r=r, lora_alpha=r, init_lora_weights="gaussian",
-                                             target_modules=LORA_TARGETS))
+                                             target_modules=ATTN_TARGETS))
     else:
         disc.unet.requires_grad_(True)
     disc.head.requires_grad_(True)
@@ -278,7 +278,7 @@ def _load_lora(unet, path: Path, rank: int) -> None:
 
     sd = {k.removeprefix("unet."): v for k, v in load_file(str(path)).items() if k.startswith("unet.")}
     sd = convert_unet_state_dict_to_peft(sd)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=ATTN_TARGETS))
     res = set_peft_model_state_dict(unet, sd, adapter_name="default")
     expected = set(get_peft_model_state_dict(unet))
     missing = expected - set(sd)

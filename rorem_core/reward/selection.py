@@ -14,47 +14,21 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from rorem_core.config import BaseConfig, Strict, register_stage
-from rorem_core.discriminator import Discriminator, load_discriminator
-from rorem_core.formats import Candidate, resolve_in_root
-from rorem_core.images import load_mask, load_rgb
-from rorem_core.latents import (
+from rorem_core.config import BaseConfig
+from rorem_core.data.formats import Candidate, resolve_in_root
+from rorem_core.data.images import load_mask, load_rgb
+from rorem_core.data.latents import (
     encode_images,
     image_to_tensor,
     mask_to_latent,
     mask_to_tensor,
 )
+from rorem_core.device import resolve_device
 from rorem_core.models.loading import load_vae
-from rorem_core.remover import DTYPES
-
-
-class AutoScoreConfig(Strict):
-    base: BaseConfig
-    threshold: float | None = None       # accept iff score > threshold; None = the discriminator's own
-    batch_size: int = Field(64, ge=1)    # images per VAE + discriminator call
-    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
-    link: Literal["hardlink", "copy"] = "hardlink"   # how candidate images enter the output folder
-
-
-class SelectConfig(Strict):
-    base: BaseConfig
-    n_select: int | None = Field(None, ge=1)   # units sent to humans; None = fraction of all units
-    fraction: float = Field(0.25, gt=0, le=1)
-    uncertain_fraction: float = Field(0.5, ge=0, le=1)  # share chosen by uncertainty (rest random)
-    unit: Literal["candidate", "input"] = "candidate"    # input: all K candidates of an input together
-    threshold: float | None = None       # None = the discriminator's own
-    batch_size: int = Field(64, ge=1)
-    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
-
-
-register_stage("auto_score", AutoScoreConfig)
-register_stage("select", SelectConfig)
-
-
-def resolve_device(name: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+from rorem_core.models.unet import DTYPES
+from rorem_core.reward.discriminator import Discriminator, load_discriminator
 
 
 class Scorer:

@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from rorem_core.metrics import masked_psnr, oracle_success, proportion_ci95, unmasked_psnr
+from rorem_core.evaluation.metrics import masked_psnr, oracle_success, proportion_ci95, unmasked_psnr
 
 
 def score_image(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, success_db: float) -> dict:
@@ -37,14 +37,14 @@ def _agg(rows: list[dict]) -> dict:
 
 
 def reference_fills() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
-    from rorem_core.baselines import leave_object, ring_mean, telea
+    from rorem_core.evaluation.baselines import leave_object, ring_mean, telea
 
     return {"leave_object": leave_object, "ring_mean": ring_mean, "telea": telea}
 
 
 def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], path: Path) -> None:
     """PNG grid, one row per sample: source | mask | result | GT (each (H, W, 3) in [0,1])."""
-    from rorem_core.images import save_png
+    from rorem_core.data.images import save_png
 
     if not rows:
         return

@@ -1,0 +1,225 @@
+"""Every stage's typed config. Defaults equal the tiny preset (params.yaml); a test checks it, so
+the code defaults are never a third preset. Batch sizes are per process (GPU)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rorem_core.config.base import BaseConfig, Strict, TrainParams
+from rorem_core.config.presets import ATTN_TARGETS, LCM_TARGETS, SyntheticConfig, TinyPresetConfig
+
+
+class BootstrapConfig(Strict):
+    base: BaseConfig
+    preset: Literal["tiny", "sdxl"] = "tiny"
+    tiny: TinyPresetConfig = TinyPresetConfig()
+    base_unet: Literal["shipped", "train", "random"] = "shipped"   # tiny: where the base remover comes from
+    # tiny base pretraining (base_unet=train): the recipe of the shipped base (rorem_core/assets/tiny_base)
+    pretrain: TrainParams = TrainParams(steps=4800, lr=1e-3, lr_warmup_steps=50, checkpoint_every=500, log_every=50)
+    pretrain_size: int = Field(4000, ge=1)   # synthetic pretraining triplets (RORD/Mulan stand-in)
+    sdxl_pretrained: str = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"  # dir or hub id
+    sdxl_unet: str | None = None             # optional RORem UNet dir / hub id replacing the base UNet
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class TrainRemoverConfig(TrainParams):
+    """A round's fine-tune of the remover (full, as RORem). Tiny: the shipped base was annealed to ~0
+    by its cosine schedule, so a round only nudges it (lr 2e-5; 1e-4 lowered PSNR, docs/foundation.md)."""
+
+    base: BaseConfig
+    lr: float = Field(2e-5, gt=0)
+    lr_schedule: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant_with_warmup"
+
+
+class GenerateConfig(Strict):
+    base: BaseConfig
+    num_seeds: int = Field(2, ge=1)          # K candidates per input (different seeds, one pass)
+    steps: int = Field(50, ge=1)
+    scheduler: Literal["euler", "lcm"] = "euler"   # lcm needs a LoRA (4 steps)
+    strength: float = Field(1.0, gt=0, le=1)
+    mask_dilation: int = Field(0, ge=0)      # pixels, at the working resolution
+    batch_size: int = Field(64, ge=1)        # UNet batch (inputs x seeds)
+    composite: bool = True                   # paste the fill into the untouched source outside the mask
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+
+
+class EvaluateConfig(Strict):
+    base: BaseConfig
+    steps: int = Field(50, ge=1)
+    scheduler: Literal["euler", "lcm"] = "euler"
+    strength: float = Field(1.0, gt=0, le=1)
+    batch_size: int = Field(100, ge=1)
+    composite: bool = True
+    success_db: float = 20.0                 # oracle: masked PSNR >= this is a success
+    max_images: int | None = None            # None = the whole test split
+    references: bool = True                  # also score leave / ring fill / Telea / AE ceiling
+    eval_seed: int = 1234
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    num_grid: int = Field(8, ge=0)           # samples in the source | mask | result | GT grid
+
+
+class EvaluateDPOConfig(EvaluateConfig):
+    """evaluate_dpo: the round's DPO remover, same sampler; the references are the remover's."""
+
+    references: bool = False
+
+
+class EvaluateLCMConfig(EvaluateConfig):
+    """evaluate_lcm: the round's distilled student with 4 LCM steps."""
+
+    steps: int = Field(4, ge=1)
+    scheduler: Literal["euler", "lcm"] = "lcm"
+    references: bool = False
+
+
+class AutoScoreConfig(Strict):
+    base: BaseConfig
+    threshold: float | None = None       # accept iff score > threshold; None = the discriminator's own
+    batch_size: int = Field(64, ge=1)    # images per VAE + discriminator call
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    link: Literal["hardlink", "copy"] = "hardlink"   # how candidate images enter the output folder
+
+
+class SelectConfig(Strict):
+    base: BaseConfig
+    n_select: int | None = Field(None, ge=1)   # units sent to humans; None = fraction of all units
+    fraction: float = Field(0.25, gt=0, le=1)
+    uncertain_fraction: float = Field(0.5, ge=0, le=1)  # share chosen by uncertainty (rest random)
+    unit: Literal["candidate", "input"] = "input"        # input: all K candidates of an input together (pairwise needs >= 2)
+    threshold: float | None = None       # None = the discriminator's own
+    batch_size: int = Field(64, ge=1)
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+
+
+class LabelsConfig(Strict):
+    base: BaseConfig
+    link: Literal["hardlink", "copy"] = "hardlink"   # how images enter the merged folder
+
+
+class TrainDiscriminatorConfig(TrainParams):
+    """TrainParams (batch per process, steps, lr, LoRA rank, ...) plus the discriminator's own knobs."""
+
+    base: BaseConfig
+    steps: int = Field(600, ge=1)                # the measured tiny recipe (docs/discriminator.md)
+    lr: float = Field(3e-4, gt=0)
+    lr_schedule: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant_with_warmup"
+    checkpoint_every: int = Field(200, ge=1)
+    log_every: int = Field(50, ge=1)
+    # tiny: full (LoRA on its 2 attention blocks does not separate); RORem / SDXL: lora (+ the head)
+    mode: Literal["full", "lora"] = "full"
+    lora_rank: int = Field(4, ge=1)              # RORem: 4
+    loss: Literal["bce", "softplus_mse"] = "bce"  # bce: calibrated probability; softplus_mse: RORem's
+    balance: Literal["pos_weight", "oversample", "none"] = "pos_weight"
+    threshold: float = Field(0.5, gt=0)          # "good" iff score > threshold (RORem: 0.5)
+    heldout_fraction: float = Field(0.2, ge=0, lt=1)   # share of INPUTS never trained on
+    ece_bins: int = Field(10, ge=1)
+    eval_batch_size: int = Field(64, ge=1)       # held-out scoring batch
+    warm_start: bool = False                     # start from --prev's LoRA + head (RORem's --pretrained_lora)
+    # known-good / known-bad examples from triplets with ground truth (--anchors, e.g. the seed set):
+    # per triplet (source, mask, GT) is good and (source, mask, source) = "object left" is bad. Training
+    # only, never held out: they anchor the obvious cases when human labels are few (round 1)
+    anchors: int = Field(200, ge=0)
+
+    @model_validator(mode="after")
+    def _check_disc(self):
+        if self.balance == "pos_weight" and self.loss != "bce":
+            raise ValueError(f"balance=pos_weight needs loss=bce (got loss={self.loss}); use balance=oversample")
+        if self.loss == "bce" and not self.threshold < 1:
+            raise ValueError(f"threshold={self.threshold} is a probability for loss=bce; use a value in (0, 1)")
+        return self
+
+
+class TrainsetConfig(Strict):
+    base: BaseConfig
+    human_min_score: float = Field(0.5, ge=0, le=1)  # a human label >= this is an accepted removal
+    link: Literal["hardlink", "copy"] = "hardlink"
+
+
+class BuildPairsConfig(Strict):
+    """build_pairs: which pairs to make from human labels and discriminator scores."""
+
+    base: BaseConfig
+    margin: float = Field(0.3, gt=0, le=1)     # rule (c): min |score_a - score_b| (probabilities)
+    good_min: float = Field(0.5, ge=0, le=1)   # rule (b): score >= good_min is a good result
+    bad_max: float = Field(0.5, ge=0, le=1)    # rule (b): score < bad_max is a bad result
+    max_pairs_per_input: int | None = Field(6, ge=1)  # per rule and input, largest gaps first; None = all
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.bad_max > self.good_min:
+            raise ValueError(f"bad_max={self.bad_max} > good_min={self.good_min}: a result would be "
+                             "both good and bad; set bad_max <= good_min")
+        return self
+
+
+class TrainDPOConfig(TrainParams):
+    """train_dpo: Diffusion-DPO (pairs) or Diffusion-KTO (good/bad labels) as a LoRA on the remover.
+    Batch sizes count pairs (DPO) or results (KTO) per process."""
+
+    base: BaseConfig
+    loss: Literal["dpo", "kto"] = "dpo"      # a name in rorem_core.training.losses.LOSSES
+    beta: float = Field(5000.0, gt=0)        # DPO beta, with the explicit 1/2 (SF / HF-SDXL)
+    kto_beta: float = Field(1000.0, gt=0)    # KTO beta (no 1/2, diffusion-kto default)
+    kto_desirable_weight: float = Field(1.0, gt=0)
+    kto_undesirable_weight: float = Field(1.0, gt=0)
+    label_good_min: float = Field(0.5, ge=0, le=1)   # KTO from scores: good if score >= this
+    masked: bool = False                     # error inside the hole / hole area (Follow-Your-Preference)
+    lora_targets: list[str] = Field(default_factory=lambda: list(ATTN_TARGETS))
+    val_fraction: float = Field(0.2, ge=0, lt=1)     # held-out inputs for the implicit accuracy
+    val_draws: int = Field(4, ge=1)          # (t, eps) draws per held-out pair
+    # defaults differing from the remover's: LoRA, constant lr (HF-DPO README)
+    mode: Literal["full", "lora"] = "lora"
+    lora_rank: int = Field(8, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    lr_schedule: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)
+    batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _lora_only(self):
+        if self.mode != "lora":
+            raise ValueError(f"mode={self.mode!r}: preference training is LoRA-only (the reference is the "
+                             "UNet with adapters disabled, no second copy); set mode: lora")
+        return self
+
+
+class DistillConfig(TrainParams):
+    """distill: 4-step LCM LoRA from the remover teacher; reward-weighted when reward_mode != none."""
+
+    base: BaseConfig
+    loss_type: Literal["l2", "huber"] = "l2"      # per sample; huber = pseudo-Huber
+    huber_c: float = Field(0.001, gt=0)
+    num_ddim_timesteps: int = Field(50, ge=2)     # teacher skip-step grid; must equal LCMScheduler's
+                                                  # original_inference_steps at inference (50)
+    guidance_min: float = Field(0.0, ge=0)        # teacher CFG w ~ U[min, max] (Imagen convention);
+    guidance_max: float = Field(0.0, ge=0)        # 0 = off: RORem samples with the empty prompt, guidance 1
+    reward_mode: Literal["none", "clamp", "softmax"] = "softmax"   # none = plain distillation
+    reward_temperature: float = Field(0.1, gt=0)  # softmax mode
+    reward_threshold: float | None = None         # weight 0 below this score (e.g. 0.5, RORem acceptance)
+    unscored_score: float = Field(1.0, ge=0, le=1)  # score of training triplets without one (GT)
+    reward_scale: float = Field(0.0, ge=0)        # RG-LCD reward term; > 0 needs a reward model
+    lora_targets: list[str] = Field(default_factory=lambda: list(LCM_TARGETS))
+    mode: Literal["full", "lora"] = "lora"
+    lora_rank: int = Field(16, ge=1)              # tiny; RORem / diffusers LCM-LoRA (SDXL): r 64, alpha 64
+    lr: float = Field(3e-5, gt=0)                 # tiny: above ~3e-5 the student drifts (docs/preference.md)
+    lr_schedule: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)
+    batch_size: int = Field(16, ge=1)
+    steps: int = Field(300, ge=1)
+
+    @model_validator(mode="after")
+    def _check_distill(self):
+        if self.mode != "lora":
+            raise ValueError(f"mode={self.mode!r}: distillation trains a LoRA student (teacher = adapters "
+                             "disabled); set mode: lora")
+        if self.guidance_max < self.guidance_min:
+            raise ValueError(f"guidance_max={self.guidance_max} < guidance_min={self.guidance_min}")
+        return self
+
+
+class ReportConfig(Strict):
+    base: BaseConfig
+    title: str = "rorem-loop: rounds so far"
+    calibration_bins: int = Field(10, ge=2)   # equal-width score bins of the reliability diagram
