@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from rorem_core.config import stage_config
 from rorem_core.data.formats import read_candidates, resolve_in_root
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:   # run as a script: the repo root for `tests.helpers`
+    sys.path.insert(0, str(REPO))
 # used when params.yaml has no train_discriminator section yet (the recommended tiny preset)
 TINY_TRAIN = dict(mode="full", steps=600, batch_size=32, lr=3e-4, lr_schedule="constant_with_warmup",
                   lr_warmup_steps=20, checkpoint_every=200, log_every=50, heldout_fraction=0.2)

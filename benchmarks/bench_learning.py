@@ -7,6 +7,7 @@ Telea and the autoencoder ceiling.
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:   # run as a script: the repo root for `tests.helpers`
+    sys.path.insert(0, str(REPO))
 
 
 def main() -> None:

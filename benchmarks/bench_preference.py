@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from rorem_core.data.images import load_mask, load_rgb, save_png
 from rorem_core.evaluation.metrics import masked_psnr, proportion_ci95
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:   # run as a script: the repo root for `tests.helpers`
+    sys.path.insert(0, str(REPO))
 
 
 @dataclass

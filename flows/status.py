@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from flows.settings import served_url
+from rorem_core import contract
 from tasks.rounds import Layout, declared_rounds, read_state, tag_exists
 
 
@@ -57,7 +58,8 @@ def collect(root: Path, live: bool = True) -> dict:
 def format_status(s: dict) -> str:
     lines = [f"project {s['root']}"]
     for n, r in s["rounds"].items():
-        extra = f", stage {r['stage']}" if r["stage"] and r["status"] != "completed" else ""
+        extra = (f", stage {r['stage']} ({contract.position(r['stage'])})"
+                 if r["stage"] and r["status"] != "completed" else "")
         lines.append(f"  round {n}: {r['status']}{extra} (updated {_ago(r['updated'])})"
                      + (f" [{r['tag']}]" if r["tag"] else ""))
     cur = s["current"]

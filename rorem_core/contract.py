@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 ONCE = ("bootstrap",)
 BEFORE_GATE = ("train_remover", "generate", "select")
-GATE = ("push", "annotate", "pull")          # Label Studio and people; not DVC stages
+GATE = ("push", "gate", "pull")              # Label Studio and annotators (gate = the wait); not DVC stages
 AFTER_GATE = ("labels", "train_discriminator", "auto_score", "trainset", "build_pairs", "train_dpo", "distill",
               "evaluate", "evaluate_dpo", "evaluate_lcm")
 FINAL = ("report",)                           # across all rounds so far
@@ -67,6 +67,19 @@ def round_entry(n: int) -> dict[str, str]:
             "train": "data/seed" if n == 1 else prev.trainset,
             "pool": f"data/pools/round-{n}",
             "prev_disc": prev.discriminator, "prev_labels": prev.labels}
+
+
+ORDER = ONCE + BEFORE_GATE + GATE + AFTER_GATE + FINAL   # what a round runs, start to finish
+
+
+def position(step: str) -> str:
+    """Where ``step`` (a stage, ``stage@N``, or a gate step) is in a round: ``"7/17, after the gate"``."""
+    name = step.split("@")[0]
+    if name not in ORDER:
+        return "not a round step"
+    phase = ("before the gate" if name in ONCE + BEFORE_GATE else "at the gate" if name in GATE
+             else "after the gate" if name in AFTER_GATE else "final")
+    return f"{ORDER.index(name) + 1}/{len(ORDER)}, {phase}"
 
 
 def outs(stage: str, n: int) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rorem_core.data.formats import FormatError, read_triplets, resolve_in_root
+from rorem_core.data.formats import FormatError, dataset_file, read_triplets, resolve_in_root
 from rorem_core.data.validate import require_valid
 from rorem_core.io import atomic_dir, link_or_copy, sha256_file, write_json_atomic
 
@@ -44,10 +44,7 @@ class MergeResult:
 
 def meta_of(p: Path) -> Path:
     """A dataset folder's meta.json (``scored/meta.json`` inside an annotation pull), or the file itself."""
-    p = Path(p)
-    if p.is_dir():
-        return p / "scored" / "meta.json" if (p / "scored" / "meta.json").is_file() else p / "meta.json"
-    return p
+    return dataset_file(p, "scored/meta.json", "meta.json")
 
 
 def _entries(part: Part) -> Iterable[tuple[dict, dict[str, Path]]]:

@@ -99,6 +99,16 @@ def resolve_in_root(root: str | Path, rel: str, *, where: str = "") -> Path:
     return full
 
 
+def dataset_file(path: str | Path, *names: str) -> Path:
+    """A dataset given as a folder or as its file: for a folder, the first of ``names`` (default
+    ``meta.json``) that exists in it, else the last name (the general one, so a "not found" error
+    names it); for a file, the file itself. The one place that resolves "a folder or its meta.json"."""
+    path, names = Path(path), names or ("meta.json",)
+    if not path.is_dir():
+        return path
+    return next((path / n for n in names if (path / n).is_file()), path / names[-1])
+
+
 def _read_json_list(path: Path) -> list[Any]:
     if not path.is_file():
         raise FormatError(f"{path}: file not found; point to the folder's meta.json")

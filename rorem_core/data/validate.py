@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rorem_core.data.formats import Candidate, FormatError, Pair, PoolItem, Triplet, resolve_in_root
+from rorem_core.data.formats import Candidate, FormatError, Pair, PoolItem, Triplet, dataset_file, resolve_in_root
 from rorem_core.data.images import ImageError, ImageTooLarge, image_size, load_mask
 
 
@@ -242,13 +242,8 @@ def detect_kind(data: Any) -> str | None:
 
 
 def _meta_path(path: Path, kind: str | None) -> Path:
-    if path.is_dir():
-        names = ("candidates.json", "meta.json") if kind == "candidates" else ("meta.json", "candidates.json")
-        for name in names:
-            if (path / name).is_file():
-                return path / name
-        return path / "meta.json"
-    return path
+    names = ("candidates.json", "meta.json") if kind == "candidates" else ("meta.json", "candidates.json", "meta.json")
+    return dataset_file(path, *names)
 
 
 def _load(meta: Path, report: ValidationReport) -> Any:

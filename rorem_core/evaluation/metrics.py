@@ -4,7 +4,7 @@ Images are float arrays in [0, 1], shape (H, W, 3); masks are boolean (H, W), Tr
 The oracle (used by evaluation and by simulated annotators, which see the hidden ground truth):
 a removal is a **success** when its masked PSNR against the ground truth is >= ``ORACLE_PSNR_DB``
 (20 dB, i.e. RMSE <= 0.1 inside the mask). On the synthetic data this separates methods well
-(leave-the-object ~6 %, TELEA / ring fill ~84 %; see shared/reference/tiny-feasibility.md §4).
+(leave-the-object ~6 %, TELEA / ring fill ~84 %; docs/foundation.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why: on 2 CPU cores a tiny learned VAE reaches only ~17 dB in minutes (below a mean-colour
 predictor), which caps any remover below the oracle threshold. Area-downsampling by ``f`` and
 bicubic upsampling has a ~37.5 dB ceiling at f=4 on the synthetic data
-(shared/reference/tiny-feasibility.md §2, §6). The remover (a real SDXL-architecture UNet) is what
+(docs/foundation.md). The remover (a real SDXL-architecture UNet) is what
 learns; the autoencoder is a fixed, exactly reproducible stand-in, as SDXL's VAE is a fixed
 pretrained part for the real preset.
 

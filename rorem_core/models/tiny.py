@@ -2,7 +2,7 @@
 
 Everything is written in the diffusers layout (``unet/``, ``vae/``, ``text_encoder(_2)/``,
 ``tokenizer(_2)/``, ``scheduler/``, ``model_index.json``) and loaded back with ``from_pretrained``
-exactly like SDXL-inpainting weights. Field values follow shared/reference/rorem.md §6 and the
+exactly like SDXL-inpainting weights. Field values follow docs/rorem.md and the
 measured tiny-feasibility.md §6 (GroupNorm 8 groups, v-prediction, analytic autoencoder).
 """
 

@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import torch
 
 from rorem_core.config import DistillConfig
-from rorem_core.data.formats import read_triplets, resolve_in_root
+from rorem_core.data.formats import dataset_file, read_triplets, resolve_in_root
 from rorem_core.data.latents import LatentCache
 from rorem_core.models.conditioning import PromptEmbeds
 from rorem_core.models.unet import unet_forward
@@ -159,7 +159,7 @@ def distill_entries(cache: LatentCache, train: Sequence[Path], candidates: Seque
     candidates (unscored ones skipped); returns entries and counts."""
     items, counts = [], {"triplets": 0, "candidates": 0, "unscored_candidates": 0}
     for meta in train:
-        meta = Path(meta) / "meta.json" if Path(meta).is_dir() else Path(meta)
+        meta = dataset_file(meta)
         for i, t in enumerate(read_triplets(meta)):
             files = tuple(resolve_in_root(meta.parent, r, where=f"{meta} entry {i}") for r in (t.source, t.mask, t.GT))
             # a grown training set (trainset@N) keeps the acceptance score as ``accept_score``

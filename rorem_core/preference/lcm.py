@@ -14,7 +14,7 @@ lifts fp16 model outputs to fp32 (as in diffusers' LCM scripts).
 
 Source of the algorithm: diffusers ``examples/consistency_distillation/train_lcm_distill_lora_sdxl.py``
 (``DDIMSolver``, ``scalings_for_boundary_conditions``, ``get_predicted_original_sample``) and RORem
-``train_RORem_lcm.py``; see shared/reference/rorem.md §3 and preference-learning.md §5.
+``train_RORem_lcm.py``; see docs/rorem.md and docs/preference.md.
 """
 
 from __future__ import annotations

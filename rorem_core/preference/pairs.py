@@ -38,6 +38,7 @@ import torch
 from rorem_core.data.formats import (
     FormatError,
     Pair,
+    dataset_file,
     read_candidates,
     read_pairs,
     read_triplets,
@@ -96,8 +97,7 @@ def read_scored(path: Path) -> list[Scored]:
     """Scored results from a candidates manifest (``{"candidates": [...]}``) or a scored RORem
     triplets meta.json (``[{"source", "mask", "GT", "score"}]``, GT = the removal result)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "candidates.json" if (path / "candidates.json").is_file() else path / "meta.json"
+    path = dataset_file(path, "candidates.json", "meta.json")
     try:
         is_manifest = isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
     except (OSError, json.JSONDecodeError) as e:
@@ -282,7 +282,7 @@ def pair_files(pairs_files: Sequence[Path]) -> list[tuple[tuple[Path, Path, Path
     """((source, mask, preferred), (source, mask, rejected), input key) for every pair."""
     out = []
     for f in pairs_files:
-        f = Path(f) / "pairs.json" if Path(f).is_dir() else Path(f)
+        f = dataset_file(f, "pairs.json")
         for i, p in enumerate(read_pairs(f)):
             s, m, w, l = (resolve_in_root(f.parent, r, where=f"{f} entry {i}")
                           for r in (p.source, p.mask, p.preferred, p.rejected))

@@ -6,7 +6,7 @@ Input, as RORem: x = [result latent (4) | mask (1) | source latent (4)] -> (B, 9
 ``sigmoid(logit + logit_offset)`` (a calibrated probability, loss "bce") or ``softplus(logit)``
 (RORem's unbounded score, loss "softplus_mse"); "good" iff score > threshold.
 
-What differs from RORem's released code (shared/reference/rorem.md §2, §7):
+What differs from RORem's released code (docs/rorem.md, docs/discriminator.md):
 - timestep 0 and NO noise: RORem passes the result latent through DDPM ``add_noise`` at t=0, which
   still adds noise of std sqrt(beta_0) ~ 0.029; a judge should see the result as it is, and a
   noiseless input makes every score deterministic (the same file always gets the same score);

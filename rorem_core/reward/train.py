@@ -30,7 +30,7 @@ import torch
 
 from rorem_core.config import TrainDiscriminatorConfig, config_hash
 from rorem_core.data.augment import augment
-from rorem_core.data.formats import FormatError, read_triplets, resolve_in_root
+from rorem_core.data.formats import FormatError, dataset_file, read_triplets, resolve_in_root
 from rorem_core.data.latents import LatentCache, load_batch, load_entry
 from rorem_core.io import atomic_dir, sha256_bytes, write_json_atomic
 from rorem_core.models.loading import configure_attention, load_vae
@@ -201,7 +201,7 @@ def prepare_labels(cfg: TrainDiscriminatorConfig, init_ref: str | Path, label_me
         if anchors is None:
             raise ValueError(f"train_discriminator.anchors={cfg.anchors} needs triplets with ground truth "
                              "(--anchors data/seed); or set anchors: 0")
-        train_s += read_anchors(anchors / "meta.json" if anchors.is_dir() else anchors, cfg.anchors, cfg.base.seed)
+        train_s += read_anchors(dataset_file(anchors), cfg.anchors, cfg.base.seed)
     if not train_s:
         raise ValueError(f"all {len(samples)} labelled samples are held out; lower heldout_fraction "
                          f"({cfg.heldout_fraction}) or add labels")

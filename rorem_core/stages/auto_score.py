@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from rorem_core.config import AutoScoreConfig
 from rorem_core.data.formats import (
     Triplet,
+    dataset_file,
     read_candidates,
     resolve_in_root,
     write_candidates,
@@ -34,7 +35,7 @@ class AutoScoreResult(BaseModel):
 
 
 def manifest_path(p: Path) -> Path:
-    return p / "candidates.json" if p.is_dir() else p
+    return dataset_file(p, "candidates.json")
 
 
 def run(cfg: AutoScoreConfig, discriminator: Path, candidates: Path, out_dir: Path, *,

@@ -11,6 +11,7 @@ from typing import Sequence
 from pydantic import BaseModel
 
 from rorem_core.config import BuildPairsConfig
+from rorem_core.data.formats import dataset_file
 from rorem_core.preference.pairs import (
     RULES,
     dedupe,
@@ -33,9 +34,7 @@ class BuildPairsResult(BaseModel):
 
 def _pairs_file(p: Path) -> Path:
     """A pairs file, or a folder holding one: ``meta.json`` (the annotation pull) or ``pairs.json`` (ours)."""
-    if p.is_dir():
-        return p / "meta.json" if (p / "meta.json").is_file() else p / "pairs.json"
-    return p
+    return dataset_file(p, "meta.json", "pairs.json")
 
 
 def run(cfg: BuildPairsConfig, out_dir: Path, *, human: Sequence[Path] = (), labels: Sequence[Path] = (),

@@ -10,7 +10,7 @@ import torch
 from pydantic import BaseModel
 
 from rorem_core.config import EvaluateConfig
-from rorem_core.data.formats import read_triplets, resolve_in_root
+from rorem_core.data.formats import dataset_file, read_triplets, resolve_in_root
 from rorem_core.data.images import load_mask, load_rgb
 from rorem_core.data.latents import encode_images, image_to_tensor, mask_to_tensor
 from rorem_core.device import resolve_device
@@ -40,7 +40,7 @@ def _load_chunk(test_meta: Path, entries, res: int):
 
 
 def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path) -> EvaluateResult:
-    test_meta = test / "meta.json" if test.is_dir() else test
+    test_meta = dataset_file(test)
     entries = read_triplets(test_meta)[: cfg.max_images]
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
                          device=resolve_device(cfg.base.device))

@@ -10,7 +10,7 @@ import torch
 from pydantic import BaseModel
 
 from rorem_core.config import GenerateConfig
-from rorem_core.data.formats import Candidate, read_pool, resolve_in_root, write_candidates
+from rorem_core.data.formats import Candidate, dataset_file, read_pool, resolve_in_root, write_candidates
 from rorem_core.data.images import load_mask, load_rgb, save_png
 from rorem_core.data.latents import image_to_tensor, mask_to_tensor
 from rorem_core.data.masks import dilate
@@ -44,7 +44,7 @@ def load_inputs(pool_meta: Path, items, resolution: int, dilation: int):
 
 def run(cfg: GenerateConfig, remover: Path, pool: Path, out_dir: Path, round_id: int = 1) -> GenerateResult:
     """Stream the pool in chunks of ``batch_size // num_seeds`` inputs (never all images in memory)."""
-    pool_meta = pool / "meta.json" if pool.is_dir() else pool
+    pool_meta = dataset_file(pool)
     items = read_pool(pool_meta)
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
                          device=resolve_device(cfg.base.device))

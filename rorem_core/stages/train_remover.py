@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from rorem_core.config import TrainRemoverConfig
+from rorem_core.data.formats import dataset_file
 from rorem_core.stages import _cli
 from rorem_core.training.sft import train_remover
 
@@ -23,7 +24,7 @@ class TrainRemoverResult(BaseModel):
 
 def meta_path(p: Path) -> Path:
     """Accept a dataset folder or its meta.json."""
-    return p / "meta.json" if p.is_dir() else p
+    return dataset_file(p)
 
 
 def run(cfg: TrainRemoverConfig, init: Path, train: list[Path], out_dir: Path, round_id: int = 1) -> TrainRemoverResult:

@@ -8,7 +8,7 @@ Conventions (style-anchors.md §8 rule 4):
   log-sigmoid (diffusers #6702); batch reductions are means unless a docstring says otherwise;
 - optional per-sample ``weights`` [B] are treated as constants (detached) and enter as mean(w_i * l_i),
   so mean-1 weights (``reward_weights``) keep the learning rate's meaning.
-Formulas: shared/reference/preference-learning.md §0 (DPO), §2 (KTO), §4-5 (reward-weighted LCD).
+Formulas: in each loss's docstring; sources and hyperparameters in docs/preference.md.
 """
 
 from __future__ import annotations

@@ -130,3 +130,21 @@ def test_changing_an_imported_module_makes_dvc_status_report_the_stage(tmp_path,
         f.write("\n# an edit\n")
     stale = subprocess.run([DVC, "status", "report"], cwd=proj, capture_output=True, text=True).stdout
     assert "rorem_core/contract.py" in stale and "modified" in stale
+
+
+def test_readme_round_table_is_the_contract_order():
+    text = (REPO / "README.md").read_text()
+    table = text.split("<!-- round-table -->")[1].split("<!-- /round-table -->")[0]
+    steps = [row.split("|")[2].strip() for row in table.strip().splitlines()[2:]]
+    assert tuple(steps) == contract.ORDER, "README's round table drifted from rorem_core/contract.py"
+
+
+def test_fake_stage_runner_knows_the_contract_stages():
+    from tests.helpers import fake_stages
+
+    assert fake_stages.ROUND_STAGES is contract.ROUND_STAGES
+
+
+def test_position_names_the_phase():
+    assert contract.position("train_discriminator@3") == f"9/{len(contract.ORDER)}, after the gate"
+    assert contract.position("gate").endswith("at the gate")

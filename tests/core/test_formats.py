@@ -107,3 +107,14 @@ def test_resolve_in_root_refuses(tmp_path, rel, match):
 
 def test_resolve_in_root_accepts_nested(tmp_path):
     assert resolve_in_root(tmp_path, "a/./b/../c.png") == (tmp_path / "a" / "c.png").resolve()
+
+
+def test_dataset_file_resolves_a_folder_or_its_file(tmp_path):
+    from rorem_core.data.formats import dataset_file
+
+    assert dataset_file(tmp_path / "x.json") == tmp_path / "x.json"           # a file path is itself
+    assert dataset_file(tmp_path) == tmp_path / "meta.json"                    # nothing there: the default name
+    (tmp_path / "pairs.json").write_text("[]")
+    assert dataset_file(tmp_path, "meta.json", "pairs.json") == tmp_path / "pairs.json"   # the one that exists
+    (tmp_path / "meta.json").write_text("[]")
+    assert dataset_file(tmp_path, "meta.json", "pairs.json") == tmp_path / "meta.json"    # first match wins

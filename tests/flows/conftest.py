@@ -2,7 +2,7 @@
 git project, and fakes for the stage runner and the Label Studio tasks, so the flow's logic is
 tested in seconds; the end-to-end tests (test_e2e.py) use the real DVC and Label Studio.
 
-Test modules get everything through fixtures (``--import-mode=importlib``: no sibling imports)."""
+Shared test code lives in tests/helpers (imported as ``tests.helpers.x``)."""
 
 from __future__ import annotations
 
@@ -12,22 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.fake_stages import FakeRunner
+
 HERE = Path(__file__).resolve().parent
 
 
-def _load(name: str):
-    """A helper module of this folder (tests are imported with importlib: no sibling imports)."""
-    import importlib.util
-    import sys
-
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-FakeRunner = _load("fake_stages").FakeRunner
 
 PARAMS = """\
 # rorem test params: this comment must survive the flow's edits

@@ -3,7 +3,7 @@ held), survives a restart of the Prefect server, and is resumed by the watcher w
 annotator finishes labelling in the real Label Studio; then it completes, commits and tags.
 
 Real: `rorem serve` (prefect server + flow.serve + watcher), Label Studio, git, `dvc add`.
-Fake: the ML stages (ROREM_STAGE_RUNNER=fake_stages:FakeRunner), so this takes ~1-2 min, not a round."""
+Fake: the ML stages (ROREM_STAGE_RUNNER=tests.helpers.fake_stages:FakeRunner), so this takes ~1-2 min, not a round."""
 
 import json
 import os
@@ -59,7 +59,7 @@ def served_project(tmp_path, git_cmd):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update({"ROREM_LABEL_STUDIO_VENV": str(shared.venv), "ROREM_LABEL_STUDIO_TEMPLATE": str(shared.template),
                 "ROREM_LABEL_STUDIO_TOKEN": "rorem-served-" + secrets.token_hex(8),
-                "ROREM_STAGE_RUNNER": "fake_stages:FakeRunner", "PYTHONPATH": str(HERE),
+                "ROREM_STAGE_RUNNER": "tests.helpers.fake_stages:FakeRunner", "PYTHONPATH": str(REPO),
                 "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
                 "GIT_COMMITTER_EMAIL": "t@t", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)

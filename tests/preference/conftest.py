@@ -4,7 +4,6 @@ session ``tiny_workspace`` (shipped pretrained base) through the benchmark modul
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -50,14 +49,9 @@ def params(tmp_path):
 @pytest.fixture(scope="session")
 def bench():
     """The benchmark module (its experiment functions are what the slow tests assert on)."""
-    import sys
+    from benchmarks import bench_preference
 
-    if "bench_preference" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_preference", REPO / "benchmarks" / "bench_preference.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench_preference"] = mod   # dataclasses resolve annotations through sys.modules
-        spec.loader.exec_module(mod)
-    return sys.modules["bench_preference"]
+    return bench_preference
 
 
 @pytest.fixture(autouse=True)

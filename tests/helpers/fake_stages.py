@@ -3,34 +3,25 @@
 ``generate@N`` writes a tiny candidates manifest + hidden GT (the annotation tests' ``make_round``)
 so the real Label Studio gate has something to push.
 
-Used in-process by conftest's ``fake_runner`` fixture and, via ``ROREM_STAGE_RUNNER=fake_stages:FakeRunner``
-with this folder on PYTHONPATH, inside served flow-run processes (test_gate_served.py)."""
+Used in-process by tests/flows/conftest.py's ``fake_runner`` fixture and, via
+``ROREM_STAGE_RUNNER=tests.helpers.fake_stages:FakeRunner`` with the repository on PYTHONPATH, inside
+served flow-run processes (tests/flows/test_gate_served.py). Its stages are the round contract's."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import yaml
 
+from rorem_core.contract import ROUND_STAGES
 from tasks.dvc import StageRun
-
-ROUND_STAGES = ("train_remover", "generate", "select", "labels", "train_discriminator", "auto_score", "trainset",
-                "build_pairs", "train_dpo", "distill", "evaluate", "evaluate_dpo", "evaluate_lcm")
-_ANNOTATION_CONFTEST = Path(__file__).resolve().parents[1] / "annotation" / "conftest.py"
+from tests.helpers import rounds
 
 
 def make_round(data_root: Path, n: int, n_inputs: int = 3):
-    """tests/annotation/conftest.py's make_round (loaded by path: conftests are not importable)."""
-    name = "_rorem_annotation_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _ANNOTATION_CONFTEST)
-        sys.modules[name] = importlib.util.module_from_spec(spec)   # dataclasses look their module up
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name].make_round(data_root, n, n_inputs, scores=False)
+    return rounds.make_round(data_root, n, n_inputs, scores=False)
 
 
 class FakeRunner:
