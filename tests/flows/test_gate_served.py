@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rorem_core import contract
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -54,7 +56,7 @@ def served_project(tmp_path, git_cmd):
     (root / "params.yaml").write_text(yaml.safe_dump({
         "base": {"seed": 0, "wandb_mode": "disabled"},
         "annotation": {"port": _free_port(), "project_prefix": "served"},
-        "rounds": {"1": {"init": "models/base", "train": "data/seed", "pool": "data/pools/round-1"}}}))
+        "rounds": {"1": contract.round_entry(1)}}))
     (root / ".gitignore").write_text("/.rorem/\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update({"ROREM_LABEL_STUDIO_VENV": str(shared.venv), "ROREM_LABEL_STUDIO_TEMPLATE": str(shared.template),

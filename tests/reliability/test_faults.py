@@ -180,7 +180,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFF
 COMMON = {"batch_size": 4, "lr": 1e-3, "lr_schedule": "constant", "lr_warmup_steps": 0, "log_every": 1,
           "checkpoint_every": 2, "checkpoints_keep": 2}
 STAGES = {
-    "train_discriminator": ({"steps": 12, "heldout_fraction": 0.3, "eval_batch_size": 8, "mode": "lora",
+    "train_discriminator": ({"steps": 12, "heldout_fraction": 0.3, "eval_batch_size": 8, "mode": "lora", "anchors": 0,
                              "lora_rank": 4}, lambda d, m: ["--init", str(m), "--labels", str(d / "labels.json")]),
     "train_dpo": ({"steps": 12, "lora_rank": 4, "val_fraction": 0.2, "val_draws": 1},
                   lambda d, m: ["--init", str(m), "--pairs", str(d / "pairs.json")]),
