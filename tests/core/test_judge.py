@@ -178,3 +178,20 @@ def test_cli_refuses_a_missing_list(tmp_path, capsys):
 
     assert cli.main(["judge", str(tmp_path / "none.json")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+# ---- evaluation: success by either rule, both recorded side by side --------------------------------
+
+def test_score_image_success_follows_the_chosen_rule_and_records_both():
+    from rorem_core.evaluation.scoring import score_image, summarise
+
+    src, m, gt = _flat_scene()
+    ghost = np.where(m[..., None], 0.9 * gt + 0.1 * src, gt)     # ~25 dB: PSNR passes, the judge does not
+    by_psnr = score_image(ghost, gt, m, 20.0, source=src)
+    by_judge = score_image(ghost, gt, m, 20.0, source=src, rule="judge")
+    assert by_psnr["success"] and not by_judge["success"] and by_judge["judge_reason"] == "smudge"
+    agg = summarise([{"band": "easy", **by_judge}, {"band": "easy", **score_image(gt, gt, m, 20.0, source=src,
+                                                                                   rule="judge")}])["all"]
+    assert agg["success_rate"] == agg["judged_success_rate"] == 0.5 and agg["psnr_success_rate"] == 1.0
+    with pytest.raises(ValueError, match="needs the source"):
+        score_image(ghost, gt, m, 20.0, rule="judge")
