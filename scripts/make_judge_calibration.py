@@ -71,6 +71,22 @@ def fills(scenes, model: Remover) -> dict[str, list[np.ndarray]]:
     return out
 
 
+def near_clean_fills(scenes) -> dict[str, list[np.ndarray]]:
+    """Batch 2: fills near the judge's boundary: the autoencoder ceiling at down-scale 4 (today's) and 2."""
+    from rorem_core.models.analytic_ae import AnalyticAutoencoder
+
+    src = torch.stack([image_to_tensor(s.source, 64) for s in scenes])
+    msk = torch.stack([mask_to_tensor(s.mask, 64) for s in scenes])
+    gt = torch.stack([image_to_tensor(s.gt, 64) for s in scenes])
+    out = {"gt": [s.gt for s in scenes]}
+    for name, channels in (("ae_ceiling", (4, 4, 4)), ("ae_ceiling_f2", (4, 4))):
+        ae = AnalyticAutoencoder(block_out_channels=channels)
+        with torch.no_grad():
+            dec = ae.decode(ae.encode(gt).latent_dist.mode()).sample.clamp(-1, 1)
+        out[name] = [_np(x) for x in composite(dec, src, msk)]
+    return out
+
+
 def pair_png(source: np.ndarray, result: np.ndarray) -> np.ndarray:
     gap = np.ones((source.shape[0], 2, 3), np.float32)
     img = np.concatenate([source, gap, result], axis=1)
@@ -81,24 +97,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--scenes", type=int, default=28, help="scenes per set; half easy, half hard")
+    ap.add_argument("--batch2", type=int, default=0, metavar="N",
+                    help="append batch 2 instead: N more scenes with near-clean fills (GT, ceiling at f=4 and f=2)")
     args = ap.parse_args()
     torch.manual_seed(0)
-    scratch = Path(tempfile.mkdtemp(prefix="judge-cal-"))
-    model_dir, params = base_model(scratch)
-    model = Remover.load(model_dir, cache_dir=params["base"]["cache_dir"], resolution=64, device="cpu")
-    scenes = [make_scene(i, size=64, band="easy" if i % 2 == 0 else "hard", salt=SALT)
-              for i in range(args.scenes)]
-    methods = fills(scenes, model)
-    items = [(m, i) for m in methods for i in range(len(scenes))]
-    order = np.random.default_rng(13).permutation(len(items))
     out = args.out
+    first = len(json.loads((out / "key.json").read_text())) if args.batch2 else 0
+    lo, hi = (args.scenes, args.scenes + args.batch2) if args.batch2 else (0, args.scenes)
+    scenes = {i: make_scene(i, size=64, band="easy" if i % 2 == 0 else "hard", salt=SALT) for i in range(lo, hi)}
+    if args.batch2:
+        methods = {m: dict(zip(scenes, v)) for m, v in near_clean_fills(list(scenes.values())).items()}
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix="judge-cal-"))
+        model_dir, params = base_model(scratch)
+        model = Remover.load(model_dir, cache_dir=params["base"]["cache_dir"], resolution=64, device="cpu")
+        methods = {m: dict(zip(scenes, v)) for m, v in fills(list(scenes.values()), model).items()}
+    items = [(m, i) for m in methods for i in scenes]
+    order = np.random.default_rng(14 if args.batch2 else 13).permutation(len(items))
     (out / "items").mkdir(parents=True, exist_ok=True)
     (out / "raw").mkdir(exist_ok=True)
-    for i, s in enumerate(scenes):
+    for i, s in scenes.items():
         for name, a in (("source", s.source), ("mask", s.mask), ("gt", s.gt)):
             save_png(out / "raw" / f"s{i:02d}_{name}.png", a.astype(np.float32))
-    key, listing = [], []
-    for n, k in enumerate(order):
+    key = json.loads((out / "key.json").read_text()) if args.batch2 else []
+    listing = json.loads((out / "list.json").read_text()) if args.batch2 else []
+    for n, k in enumerate(order, start=first):
         method, i = items[k]
         s, res = scenes[i], methods[method][i]
         save_png(out / "items" / f"{n:03d}.png", pair_png(s.source, res))
