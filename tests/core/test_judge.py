@@ -194,3 +194,21 @@ def test_score_image_success_follows_the_chosen_rule_and_records_both():
     assert agg["success_rate"] == agg["judged_success_rate"] == 0.5 and agg["psnr_success_rate"] == 1.0
     with pytest.raises(ValueError, match="needs the source"):
         score_image(ghost, gt, m, 20.0, rule="judge")
+
+
+def test_evaluate_stage_with_the_judge_rule(tiny_workspace, tmp_path):
+    from rorem_core.stages import evaluate
+
+    ws = tiny_workspace
+    cfg = ws.config("evaluate", steps=2, max_images=8, batch_size=8, num_grid=2, judge="judge")
+    res = evaluate.run(cfg, ws.model_dir, ws.data / "test", tmp_path / "eval", save_fills=True)
+    for method, agg in res.metrics.items():
+        a = agg["all"]
+        assert a["success_rate"] == a["judged_success_rate"], method
+        assert 0 <= a["psnr_success_rate"] <= 1
+    assert res.metrics["leave_object"]["all"]["judged_success_rate"] == 0.0
+    rows = json.loads((tmp_path / "eval" / "per_image.json").read_text())
+    assert all(r["success"] == r["judge_good"] and (r["judge_reason"] is None) == r["judge_good"] for r in rows)
+    fills = json.loads((tmp_path / "eval" / "fills.json").read_text())
+    assert len(fills["remover"]) == len(fills["ae_ceiling"]) == 8
+    assert (tmp_path / "eval" / fills["ae_ceiling"][0]).is_file()
