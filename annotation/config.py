@@ -6,6 +6,8 @@ Nothing here is secret: the API token comes from the environment or a git-ignore
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -28,6 +30,7 @@ class SimulatedConfig(BaseModel):
     disagreement: float = Field(0.0, ge=0.0, le=1.0)   # extra flip probability for the last annotator
     skip_rate: float = Field(0.0, ge=0.0, le=1.0)      # P(a task is skipped = cancelled annotation)
     seed: int = 0                                      # decisions are a pure function of (seed, annotator, task)
+    judge: Literal["psnr", "judge"] = "psnr"           # what they see: masked PSNR >= 20 dB, or the judge
 
     @field_validator("names")
     @classmethod

@@ -21,7 +21,7 @@ from annotation.agreement import agreement_summary
 
 QUALITY, REASON, PREF = "quality", "reason", "pref"
 GOOD, BAD = "good", "bad"
-REASONS = ("object_remains", "artifacts", "new_object", "shadow_or_reflection_left")
+REASONS = ("object_remains", "artifacts", "new_object", "shadow_or_reflection_left", "smudge", "texture_broken")
 VOLATILE_KEYS = frozenset({"created_ago"})  # "0 minutes": changes with the clock, not the data
 
 

@@ -1,10 +1,12 @@
 """SIMULATED annotators: named users (``sim-annotator-K@simulated.local``) who label through the real
 Label Studio API from the hidden ground truth, for unattended runs and tests. Never a person.
 
-Review: the oracle says good when the result's masked PSNR against the hidden GT is >= 20 dB
-(:func:`rorem_core.evaluation.metrics.oracle_success`); a bad result gets the reason ``object_remains`` when
-it is closer (inside the mask) to the source than to the GT, else ``artifacts``.
+Review, ``simulated.judge: psnr`` (default): the oracle says good when the result's masked PSNR against the
+hidden GT is >= 20 dB (:func:`rorem_core.evaluation.metrics.oracle_success`); a bad result gets the reason
+``object_remains`` when it is closer (inside the mask) to the source than to the GT, else ``artifacts``.
 Pairwise: the result with the higher masked PSNR against the GT is preferred.
+``simulated.judge: judge``: the verdict, reason and graded score of :func:`rorem_core.evaluation.judge.judge`
+(calibrated on human judgements) replace PSNR in both.
 Each annotator flips that judgement with its own error rate (see
 :class:`annotation.config.SimulatedConfig`) and skips a task with ``skip_rate``; every decision is
 a pure function of (seed, annotator, task key), so reruns are reproducible and already-labelled
@@ -48,12 +50,30 @@ def read_hidden_gt(path: Path) -> dict[str, Path]:
 
 
 class Oracle:
-    """Masked PSNR of each candidate's result against the hidden GT (cached)."""
+    """Masked PSNR of each candidate's result against the hidden GT (cached), or the judge's verdict."""
 
-    def __init__(self, candidates: list[Candidate], base: Path, gt: dict[str, Path]):
-        self.base, self.gt = Path(base), gt
+    def __init__(self, candidates: list[Candidate], base: Path, gt: dict[str, Path], rule: str = "psnr"):
+        self.base, self.gt, self.rule = Path(base), gt, rule
         self.cands = {c.id: c for c in candidates}
         self._psnr: dict[str, tuple[float, float]] = {}
+        self._judged: dict = {}
+
+    def judged(self, cid: str):
+        """The judge's :class:`~rorem_core.evaluation.judge.Verdict` for the candidate (cached)."""
+        if cid not in self._judged:
+            from rorem_core.evaluation.judge import judge
+
+            c = self.cands[cid]
+            if c.input_id not in self.gt:
+                raise FormatError(f"no hidden GT for input {c.input_id!r} (candidate {cid}); "
+                                  "check data/hidden/round-N/meta.json")
+            self._judged[cid] = judge(load_rgb(self.base / c.source), load_mask(self.base / c.mask),
+                                      load_rgb(self.base / c.result), load_rgb(self.gt[c.input_id]))
+        return self._judged[cid]
+
+    def preference(self, cid: str) -> float:
+        """Higher = preferred in a pair: masked PSNR (dB) or the judge's graded score."""
+        return self.judged(cid).score if self.rule == "judge" else self.psnr(cid)[0]
 
     def psnr(self, cid: str) -> tuple[float, float]:
         """(masked PSNR result vs GT, masked PSNR result vs source), dB."""
@@ -68,6 +88,9 @@ class Oracle:
         return self._psnr[cid]
 
     def review(self, cid: str) -> tuple[str, list[str]]:
+        if self.rule == "judge":
+            v = self.judged(cid)
+            return (GOOD, []) if v.good else (BAD, [v.reason])
         to_gt, to_src = self.psnr(cid)
         if to_gt >= ORACLE_PSNR_DB:
             return GOOD, []
@@ -130,7 +153,7 @@ def _review_result(oracle: Oracle, cid: str, flip: bool) -> list[dict]:
 
 
 def _pair_result(oracle: Oracle, data: dict, flip: bool) -> list[dict]:
-    left, right = oracle.psnr(data["candidate_left"])[0], oracle.psnr(data["candidate_right"])[0]
+    left, right = oracle.preference(data["candidate_left"]), oracle.preference(data["candidate_right"])
     side = "left" if left >= right else "right"
     if flip:
         side = "right" if side == "left" else "left"
@@ -141,7 +164,8 @@ def simulate_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: i
                    hidden_meta: Path) -> SimulationReport:
     """Let every simulated annotator label its share of the round's review and pairwise tasks."""
     candidates_path = Path(candidates_path)
-    oracle = Oracle(read_candidates(candidates_path), candidates_path.parent, read_hidden_gt(hidden_meta))
+    oracle = Oracle(read_candidates(candidates_path), candidates_path.parent, read_hidden_gt(hidden_meta),
+                    rule=cfg.simulated.judge)
     users = ensure_simulated_users(client, cfg.simulated.names)
     report = SimulationReport()
     kinds = ("review", "pairwise") if cfg.pairwise else ("review",)

@@ -10,6 +10,7 @@
   rorem demo [round options]            the main job: a full round on the embedded default with
                                         SIMULATED annotators through a local Label Studio; prints the report
   rorem validate PATH [--kind K]        check a dataset before spending GPU hours (exit 1 if bad)
+  rorem judge LIST.json                 judge removals {source, mask, result, GT}: one JSON line each
   rorem stage NAME [ARGS...]            run one pipeline stage (what dvc.yaml calls)
   rorem labelstudio up|down|status|add-user ...   the local Label Studio service
 """
@@ -35,6 +36,12 @@ def _validate(argv: list[str]) -> int:
     from rorem_core.data.validate import main as validate_main
 
     return validate_main(argv)
+
+
+def _judge(argv: list[str]) -> int:
+    from rorem_core.evaluation.judge_list import main as judge_main
+
+    return judge_main(argv)
 
 
 def _stage(argv: list[str]) -> int:
@@ -221,7 +228,7 @@ def _demo(argv: list[str]) -> int:
 
 COMMANDS = {"validate": _validate, "stage": _stage, "labelstudio": _labelstudio, "demo": _demo,
             "round": _round, "status": _status, "serve": _serve, "resume": _resume, "report": _report,
-            "bootstrap": _bootstrap}
+            "bootstrap": _bootstrap, "judge": _judge}
 
 
 def main(argv: list[str] | None = None) -> int:

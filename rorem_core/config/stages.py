@@ -53,6 +53,7 @@ class EvaluateConfig(Strict):
     batch_size: int = Field(100, ge=1)
     composite: bool = True
     success_db: float = 20.0                 # oracle: masked PSNR >= this is a success
+    judge: Literal["psnr", "judge"] = "psnr"  # success rule: masked PSNR >= success_db, or the judge
     max_images: int | None = None            # None = the whole test split
     references: bool = True                  # also score leave / ring fill / Telea / AE ceiling
     eval_seed: int = 1234

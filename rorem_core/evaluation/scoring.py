@@ -12,9 +12,22 @@ import numpy as np
 from rorem_core.evaluation.metrics import masked_psnr, oracle_success, proportion_ci95, unmasked_psnr
 
 
-def score_image(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, success_db: float) -> dict:
-    return {"masked_psnr": masked_psnr(pred, gt, mask), "unmasked_psnr": unmasked_psnr(pred, gt, mask),
-            "success": bool(oracle_success(pred, gt, mask, success_db))}
+def score_image(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, success_db: float,
+                source: np.ndarray | None = None, rule: str = "psnr") -> dict:
+    """Scores of one removal; ``success`` follows ``rule`` (``psnr``: masked PSNR >= ``success_db``;
+    ``judge``: :func:`rorem_core.evaluation.judge.judge`, which needs ``source``). With ``source``
+    both rules are recorded (``psnr_success``, ``judge_good`` / ``judge_reason`` / ``judge_score``)."""
+    row = {"masked_psnr": masked_psnr(pred, gt, mask), "unmasked_psnr": unmasked_psnr(pred, gt, mask),
+           "psnr_success": bool(oracle_success(pred, gt, mask, success_db))}
+    if source is not None:
+        from rorem_core.evaluation.judge import judge
+
+        v = judge(source, mask, pred, gt)
+        row.update(judge_good=v.good, judge_reason=v.reason, judge_score=round(v.score, 4))
+    elif rule == "judge":
+        raise ValueError("score_image: rule 'judge' needs the source image; pass source=")
+    row["success"] = row["judge_good"] if rule == "judge" else row["psnr_success"]
+    return row
 
 
 def summarise(rows: Iterable[dict]) -> dict:
@@ -31,9 +44,14 @@ def _agg(rows: list[dict]) -> dict:
     n, wins = len(rows), sum(r["success"] for r in rows)
     lo, hi = proportion_ci95(wins, n)
     mp = np.array([r["masked_psnr"] for r in rows])
-    return {"n": n, "masked_psnr": float(mp.mean()), "masked_psnr_sem": float(mp.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
-            "unmasked_psnr": float(np.mean([r["unmasked_psnr"] for r in rows])),
-            "success_rate": wins / n, "success_ci95": [lo, hi]}
+    out = {"n": n, "masked_psnr": float(mp.mean()), "masked_psnr_sem": float(mp.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+           "unmasked_psnr": float(np.mean([r["unmasked_psnr"] for r in rows])),
+           "success_rate": wins / n, "success_ci95": [lo, hi]}
+    for key, name in (("psnr_success", "psnr_success"), ("judge_good", "judged_success")):
+        if all(key in r for r in rows):   # both rules side by side, whichever one `success` follows
+            k = sum(bool(r[key]) for r in rows)
+            out[f"{name}_rate"], out[f"{name}_ci95"] = k / n, list(proportion_ci95(k, n))
+    return out
 
 
 def reference_fills() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:

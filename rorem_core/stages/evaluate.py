@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from rorem_core.config import EvaluateConfig
 from rorem_core.data.formats import dataset_file, read_triplets, resolve_in_root
-from rorem_core.data.images import load_mask, load_rgb
+from rorem_core.data.images import load_mask, load_rgb, save_png
 from rorem_core.data.latents import encode_images, image_to_tensor, mask_to_tensor
 from rorem_core.device import resolve_device
 from rorem_core.evaluation.scoring import format_table, reference_fills, sample_grid, score_image, summarise
@@ -39,14 +39,15 @@ def _load_chunk(test_meta: Path, entries, res: int):
     return torch.stack(src), torch.stack(msk), torch.stack(gt)
 
 
-def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path) -> EvaluateResult:
+def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path, *, save_fills: bool = False) -> EvaluateResult:
+    """``save_fills``: also write the remover's and the ceiling's fills as PNGs (``fills.json`` lists them)."""
     test_meta = dataset_file(test)
     entries = read_triplets(test_meta)[: cfg.max_images]
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
                          device=resolve_device(cfg.base.device))
     refs = reference_fills() if cfg.references else {}
     rows: dict[str, list[dict]] = {"remover": [], **{k: [] for k in refs}, **({"ae_ceiling": []} if refs else {})}
-    grid = []
+    grid, fills = [], {}
     for lo in range(0, len(entries), cfg.batch_size):
         chunk = entries[lo:lo + cfg.batch_size]
         src, msk, gt = _load_chunk(test_meta, chunk, cfg.base.resolution)
@@ -59,18 +60,26 @@ def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path) -> Evalua
         for i, e in enumerate(chunk):
             s, m, g = _np(src[i]), msk[i, 0].numpy() > 0.5, _np(gt[i])
             band = getattr(e, "band", None)
-            rows["remover"].append({"id": getattr(e, "id", str(lo + i)), "band": band,
-                                    **score_image(_np(out[i]), g, m, cfg.success_db)})
+            score = lambda pred: score_image(pred, g, m, cfg.success_db, source=s, rule=cfg.judge)  # noqa: E731
+            rows["remover"].append({"id": getattr(e, "id", str(lo + i)), "band": band, **score(_np(out[i]))})
             for name, fill in refs.items():
-                rows[name].append({"band": band, **score_image(fill(s, m), g, m, cfg.success_db)})
+                rows[name].append({"band": band, **score(fill(s, m))})
             if refs:
-                rows["ae_ceiling"].append({"band": band, **score_image(_np(ceiling[i]), g, m, cfg.success_db)})
+                rows["ae_ceiling"].append({"band": band, **score(_np(ceiling[i]))})
+            if save_fills:
+                idx = lo + i
+                for name, img in (("remover", _np(out[i])), ("ae_ceiling", _np(ceiling[i]) if refs else None)):
+                    if img is not None:
+                        save_png(out_dir / "fills" / name / f"{idx:04d}.png", img)
+                        fills.setdefault(name, []).append(f"fills/{name}/{idx:04d}.png")
             if len(grid) < cfg.num_grid:
                 grid.append((s, m, _np(out[i]), g))
     metrics = {name: summarise(r) for name, r in rows.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "per_image.json", rows["remover"])
     sample_grid(grid, out_dir / "samples.png")
+    if save_fills:
+        write_json_atomic(out_dir / "fills.json", fills)
     return EvaluateResult(metrics=metrics, table=format_table(metrics))
 
 

@@ -76,7 +76,7 @@ def test_label_configs_are_versioned_files_without_a_source_key():
         xml = label_config(kind)
         assert "$source" not in xml and "<View>" in xml
     assert all(f'value="{r}"' in label_config("review") for r in
-               ("object_remains", "artifacts", "new_object", "shadow_or_reflection_left"))
+               ("object_remains", "artifacts", "new_object", "shadow_or_reflection_left", "smudge", "texture_broken"))
 
 
 def test_pair_tasks_group_by_input_and_predict_the_higher_score(tmp_path, new_round):
