@@ -93,7 +93,7 @@ def ensure_simulated_users(client: LabelStudioClient, names: tuple[str, ...]) ->
 def _label_project(client: LabelStudioClient, cfg: AnnotationConfig, project_id: int, kind: str,
                    oracle: Oracle, users: dict[str, int], report: SimulationReport) -> None:
     sim = cfg.simulated
-    rates = sim.error_rates()
+    rates = sim.rates()
     names = list(users)
     per_task = min(cfg.overlap, len(names))
     tasks = sorted(client.iter_tasks(project_id, include="id,data,annotators"), key=lambda t: t["id"])

@@ -33,8 +33,8 @@ def test_config_rejects_typos_remote_hosts_and_impossible_labels():
 
 def test_simulated_error_rates_spread_by_disagreement():
     names = tuple(f"sim-annotator-{k}@simulated.local" for k in range(1, 4))
-    assert SimulatedConfig(names=names, error_rate=0.1, disagreement=0.0).error_rates() == [0.1, 0.1, 0.1]
-    assert SimulatedConfig(names=names, error_rate=0.0, disagreement=1.0).error_rates() == [0.0, 0.5, 1.0]
+    assert SimulatedConfig(names=names, error_rate=0.1, disagreement=0.0).rates() == [0.1, 0.1, 0.1]
+    assert SimulatedConfig(names=names, error_rate=0.0, disagreement=1.0).rates() == [0.0, 0.5, 1.0]
     assert _uniforms(0, 1, "review:a") == _uniforms(0, 1, "review:a") != _uniforms(0, 2, "review:a")
 
 
