@@ -4,9 +4,9 @@ Idempotent: projects are found by title (``<prefix> round <N> review|pairwise``)
 keyed by ``candidate_id`` / ``pair_id`` in their data, so pushing twice creates nothing new, and
 pushing a grown selection adds only the new tasks. Review is blind by default (``annotation.prefill``):
 the discriminator's verdicts go to ``push.json``, not into the tasks; gold tasks with known answers are
-mixed into the review project (:mod:`annotation.gold`) and instructions are set on both projects. Every image path is checked to lie inside the
-served root *before* any call. Tasks are imported highest priority first; with sequential
-sampling that is the order annotators get them.
+mixed into the review project (:mod:`annotation.gold`) and instructions are set on both projects.
+Every image path is checked to lie inside the served root *before* any call. Tasks are imported
+highest priority first; with sequential sampling that is the order annotators get them.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from tests.annotation.test_browser import ALL_IMAGES_LOADED, EDITOR_IMAGES, brow
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-CHOSEN = """() => Array.from(document.querySelectorAll('.lsf-main-view input:checked'))
+CHOSEN = r"""() => Array.from(document.querySelectorAll('.lsf-main-view input:checked'))
   .map(i => (i.closest('label') || i.parentElement).innerText.replace(/\[\w+\]$/, '').trim())"""
 
 
