@@ -7,7 +7,8 @@ Sources of a known answer, per input of the round:
              annotators labelled the same way -> that label
 
 Known-good gold is required (GT or a unanimous "good"): gold of only "bad" answers would reward an
-annotator who always answers bad, so without it the round proceeds without gold and says why.
+annotator who always answers bad, so without it the round proceeds without gold and says why, and
+the gold drawn has as many good as bad answers.
 
 A gold task looks like any other review task: same data keys, a candidate id of the same form
 (``r<N>-<input>-k<j>`` with ``j`` after the input's real candidates), a priority and a decoy
@@ -143,14 +144,12 @@ def plan_gold(cfg: GoldConfig, round_id: int, cands: list[Candidate], base: Path
     examples = []
     if cfg.examples and len(good) > 1 and len(bad) > 1:
         examples = [make(good.pop()), make(bad.pop())]
-    items = []
-    while len(items) < wanted and (good or bad):   # alternate: about as many good as bad answers
-        pool = good if (len(items) % 2 == 0 and good) or not bad else bad
-        items.append(make(pool.pop()))
+    k = min(len(good), len(bad), -(-wanted // 2))   # as many good as bad answers: "always bad" scores 50 %
+    items = [make(pool.pop()) for _ in range(k) for pool in (good, bad)][:wanted]
     msg = f"{len(items)} gold task(s) ({sum(g.answer == GOOD for g in items)} good, " \
           f"{sum(g.answer == BAD for g in items)} bad) of {wanted} wanted"
     if len(items) < wanted:
-        msg += f"; only {len(items)} known answers available"
+        msg += f"; only {k} known-good and {k} known-bad answers could be paired"
     return GoldPlan(items, examples, wanted, available, msg)
 
 

@@ -21,8 +21,8 @@ _WHAT = {
                "natural continuation of the background: no trace of the object, no smear, blur, seam or colour "
                "patch, no new object, no shadow or reflection of the removed object left. Otherwise answer "
                "<b>bad</b> and tick every reason that applies.</p>"
-               "<p>Judge each image on its own: no answer is filled in for you, and some tasks have a known "
-               "answer that measures how consistent the labels are.</p>"),
+               "<p>Judge each image on its own{prefill}. Some tasks have a known answer that measures how "
+               "consistent the labels are.</p>"),
     "pairwise": ("<p><b>Which removal is better?</b> Click the result (A or B) in which the object under the "
                  "red mask is removed more cleanly, using the same criteria as the review project: no trace "
                  "of the object, no artifacts, no new object, no shadow or reflection left.</p>"),
@@ -37,10 +37,13 @@ def _example(answer: str, result_url: str, overlay_url: str) -> str:
             f'<td><img src="{escape(result_url)}" {img} alt="result"/></td><td>{escape(caption)}</td></tr>')
 
 
-def instructions_html(kind: str, examples: list[tuple[str, str, str]]) -> str:
+def instructions_html(kind: str, examples: list[tuple[str, str, str]], prefill: bool = False) -> str:
     """The instructions of a ``kind`` ("review" / "pairwise") project; ``examples`` = [(answer,
-    result URL, overlay URL)] (empty when the round has no gold)."""
-    parts = [_WHAT[kind]]
+    result URL, overlay URL)] (empty when the round has no gold); ``prefill``: the model's answer is
+    pre-selected (then pressing its hotkey clears it: Label Studio toggles a chosen choice)."""
+    note = (": the model's guess is pre-selected; check it, never submit it unseen (pressing the hotkey of the "
+            "pre-selected answer clears it)" if prefill else ": no answer is filled in for you")
+    parts = [_WHAT[kind].replace("{prefill}", note)]
     if examples:
         parts.append("<p><b>Examples</b> (source with the mask in red, then the result):</p><table>"
                      + "".join(_example(*e) for e in examples) + "</table>")

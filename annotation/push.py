@@ -254,7 +254,7 @@ def build_round_tasks(cfg: AnnotationConfig, round_id: int, candidates_path: Pat
     examples = [(g, neutral_copy(Path(g.result), round_dir / "review", round_id, "example"),
                  _example_overlay(g, overlay_dir)) for g in plan.examples]
     text = {kind: instructions_html(kind, [(g.answer, local_files_url(r, doc_root), local_files_url(o, doc_root))
-                                           for g, r, o in examples]) for kind in kinds}
+                                           for g, r, o in examples], cfg.prefill) for kind in kinds}
     return RoundTasks(kinds, dirs, plan, text if cfg.instructions else {})
 
 

@@ -1,5 +1,7 @@
 """The round report: a RORem Table-1-style table across all rounds so far, discriminator agreement
-and calibration, DPO / reward-weighted-distillation curves and a sample grid.
+and calibration, DPO / reward-weighted-distillation curves, annotation quality per round (blind or
+pre-filled review, gold accuracy per annotator, agreement, flagged annotators and excluded votes, from
+the pull's summary ``quality``) and a sample grid.
 
 Pure: it only reads the JSON files the stages write (paths below, relative to the project root)
 and writes Markdown + PNG plots (matplotlib, Agg backend). Every input but the round list is

@@ -134,3 +134,27 @@ def test_report_has_an_annotation_quality_section(tmp_path):
     md = (tmp_path / "reports/report.md").read_text()
     section = md.split("## Annotation quality")[1]
     assert "blind" in section and "no gold: no known-good answers" in section and "a@x" in section
+
+
+def test_unanimous_earlier_labels_are_gold_without_gt(tmp_path):
+    r = make_round(tmp_path / "data", 9, n_inputs=4)
+    labels = tmp_path / "data" / "labels" / "round-8"
+    for sub in ("source", "mask", "GT"):
+        (labels / sub).mkdir(parents=True)
+    rows = []
+    for i, votes in enumerate([{"a": "good", "b": "good"}, {"a": "bad", "b": "bad"}, {"a": "good", "b": "bad"},
+                               {"a": "good"}, {"a": "good", "b": "good", "c": "good"}]):
+        for sub in ("source", "mask", "GT"):
+            (labels / sub / f"x{i}.png").write_bytes((r.candidates.parent / "inputs/source/p000.png").read_bytes())
+        rows.append({"source": f"source/x{i}.png", "mask": f"mask/x{i}.png", "GT": f"GT/x{i}.png",
+                     "id": f"old{i}", "input_id": f"q{i}", "votes": votes})
+    (labels / "meta.json").write_text(json.dumps(rows))
+    cands = read_candidates(r.candidates)
+    off = plan_gold(GoldConfig(share=0.5), 9, cands, r.candidates.parent, prev_labels=labels)
+    assert off.items == [] and "annotation.gold.unanimous is off" in off.message
+    on = plan_gold(GoldConfig(share=0.5, unanimous=True, examples=False), 9, cands, r.candidates.parent,
+                   prev_labels=labels)
+    assert on.available["unanimous"] == 3        # split votes and a single vote are not unanimous
+    assert Counter(g.answer for g in on.items) == {"good": 2, "bad": 2}   # balanced: 2 known-good answers only
+    assert {g.input_id for g in on.items if g.answer == "good"} == {"q0", "q4"}
+    assert all(g.origin == "unanimous" for g in on.items if g.answer == "good")
