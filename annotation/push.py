@@ -243,7 +243,9 @@ def build_round_tasks(cfg: AnnotationConfig, round_id: int, candidates_path: Pat
     for o in set(overlays.values()):
         inside_root(o, doc_root)
     shown = _neutral_paths(everyone, paths, round_dir / "review", round_id)
-    dirs = ({p.parent for e in paths.values() for p in e.values()} | {o.parent for o in overlays.values()}
+    # storages authorise serving: the real candidates' folders (pairwise shows them), the overlays and
+    # the review copies; never the hidden GT's folder (gold shows only its copy under an opaque name)
+    dirs = ({p.parent for c in cands for p in paths[c.id].values()} | {o.parent for o in overlays.values()}
             | {round_dir / "review"})
     kinds = {"review": ([_review_task(c, shown[c.id], overlays[c.id], doc_root, prio.get(c.id, 0.0), cfg)
                          for c in everyone], "candidate_id")}

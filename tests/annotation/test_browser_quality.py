@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from annotation.push import push_round
 from tests.annotation.test_browser import ALL_IMAGES_LOADED, EDITOR_IMAGES, browser  # noqa: F401 (fixture)
@@ -89,6 +90,13 @@ def test_review_is_blind_by_default_and_prefilled_on_request(ls, new_round, brow
     ftask = _review_task(ls, filled.projects["review"], filled_round.good[1])
     assert ftask["total_predictions"] == 1
     _open(page, base, filled.projects["review"], ftask["id"])
+    try:   # the editor applies the prediction once the task and its predictions arrived
+        page.wait_for_function(f"() => ({CHOSEN})().length > 0", timeout=15_000)
+    except PlaywrightTimeout:
+        print("DEBUG", page.evaluate(f"async () => {{ const t = await (await fetch('/api/tasks/{ftask['id']}/')).json();"
+                                     f" const p = await (await fetch('/api/projects/{filled.projects['review']}/')).json();"
+                                     " return [t.predictions, p.model_version, p.show_collab_predictions,"
+                                     " p.reveal_preannotations_interactively]; }"))
     _shot(page, tmp_path, "prefilled_review.png")
     assert page.evaluate(CHOSEN) == ["good"], "prefill on: the prediction's verdict is pre-selected"
     page.keyboard.press("1")       # the reported confusion: the hotkey toggles a pre-filled choice off

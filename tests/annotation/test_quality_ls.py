@@ -70,3 +70,21 @@ def test_round_without_gt_or_unanimous_labels_proceeds_without_gold(ls, new_roun
     assert q["gold"]["n_gold"] == 0 and q["gold"]["message"].startswith("no gold")
     assert res.scored == 4 and q["flagged"] == []
     assert all(row["gold_accuracy"] is None for row in q["annotators"].values())
+
+
+def test_the_round_tasks_draw_gold_from_the_pools_hidden_gt(ls, new_round):
+    """The flow's gate tasks (push_selection -> simulate_labels -> pull_annotations) on the round layout:
+    gold comes from data/hidden/round-N, the simulated annotators answer it, the pull keeps it apart."""
+    from tasks.annotation import pull_annotations, push_selection, simulate_labels
+
+    r = new_round(ls.data, 32, n_inputs=5)   # data/candidates/round-32, data/hidden/round-32 (the layout's)
+    pool, root = "data/pools/round-32", str(ls.root)
+    pushed = push_selection.fn(root, 32, pool)
+    assert pushed["gold"].startswith("1 gold task(s)") and pushed["created"]["review"] == 11   # 10 real + 1 gold
+    simulate_labels.fn(root, 32, pool)
+    pulled = pull_annotations.fn(root, 32, pool)
+    summary = json.loads((ls.data / "annotations" / "round-32" / "summary.json").read_text())
+    assert pulled["scored"] == 10 and summary["review"]["tasks"] == 10 and summary["quality"]["mode"] == "blind"
+    assert summary["quality"]["gold_tasks_labelled"] == 1 and not summary["review"]["problems"]
+    assert sum(row["gold_answers"] for row in summary["quality"]["annotators"].values()) == 1
+    assert r.candidates.is_file()

@@ -110,6 +110,7 @@ def test_plan_gold_draws_balanced_known_answers_that_look_like_candidates(tmp_pa
     assert len(tasks) == 14 and {tuple(sorted(t["data"])) for t in tasks} == {tuple(sorted(tasks[0]["data"]))}
     urls = [t["data"][k] for t in tasks for k in ("original", "result")]
     assert all("d=annotations/round-8/review/" in u and "hidden" not in u and "GT" not in u for u in urls)
+    assert not any("hidden" in d.parts for d in built.dirs)   # the hidden GT folder is never served as such
     again = plan_gold(GoldConfig(share=0.3), 8, cands, r.candidates.parent, hidden_meta=r.hidden)
     assert again.items == plan.items   # deterministic
 
