@@ -53,6 +53,15 @@ def _open(page, base: str, project_id: int, task_id: int) -> None:
     page.wait_for_timeout(500)   # the editor applies a pre-annotation right after the images load
 
 
+def _chosen_soon(page, timeout_ms: int = 15_000) -> bool:
+    """True once some choice is selected (the editor applies a prediction after the task loaded)."""
+    try:
+        page.wait_for_function(f"() => ({CHOSEN})().length > 0", timeout=timeout_ms)
+        return True
+    except PlaywrightTimeout:
+        return False
+
+
 def _review_task(ls, project_id: int, cid: str) -> dict:
     return next(t for t in ls.client.iter_tasks(project_id) if t["data"]["candidate_id"] == cid)
 
@@ -90,13 +99,11 @@ def test_review_is_blind_by_default_and_prefilled_on_request(ls, new_round, brow
     ftask = _review_task(ls, filled.projects["review"], filled_round.good[1])
     assert ftask["total_predictions"] == 1
     _open(page, base, filled.projects["review"], ftask["id"])
-    try:   # the editor applies the prediction once the task and its predictions arrived
-        page.wait_for_function(f"() => ({CHOSEN})().length > 0", timeout=15_000)
-    except PlaywrightTimeout:
-        print("DEBUG", page.evaluate(f"async () => {{ const t = await (await fetch('/api/tasks/{ftask['id']}/')).json();"
-                                     f" const p = await (await fetch('/api/projects/{filled.projects['review']}/')).json();"
-                                     " return [t.predictions, p.model_version, p.show_collab_predictions,"
-                                     " p.reveal_preannotations_interactively]; }"))
+    if not _chosen_soon(page):
+        # seen in 2 of ~8 runs, both right after the 486-annotation test under CPU load: the editor opened
+        # the task without its prediction (no prediction tab; cause not found). Open it once more.
+        _open(page, base, filled.projects["review"], ftask["id"])
+        _chosen_soon(page)
     _shot(page, tmp_path, "prefilled_review.png")
     assert page.evaluate(CHOSEN) == ["good"], "prefill on: the prediction's verdict is pre-selected"
     page.keyboard.press("1")       # the reported confusion: the hotkey toggles a pre-filled choice off
