@@ -18,7 +18,6 @@ from annotation.push import build_round_tasks, label_config
 from annotation.quality import apply_vote_rule, cohen_kappa, round_quality
 from rorem_core.data.formats import read_candidates
 from rorem_core.evaluation.report import build_report
-from tests.annotation.conftest import make_round
 
 
 @pytest.mark.parametrize("share", [1.0, 1.5, -0.1])
@@ -84,8 +83,8 @@ def test_quality_flags_low_gold_accuracy_only_after_enough_answers():
     assert q6["flagged"] == []   # 5 gold answers are not enough evidence under min_answers=6
 
 
-def test_plan_gold_without_gt_or_unanimous_labels_proceeds_without_gold(tmp_path):
-    r = make_round(tmp_path / "data", 7, n_inputs=3)
+def test_plan_gold_without_gt_or_unanimous_labels_proceeds_without_gold(tmp_path, new_round):
+    r = new_round(tmp_path / "data", 7, n_inputs=3)
     cands = read_candidates(r.candidates)
     plan = plan_gold(GoldConfig(share=0.3), 7, cands, r.candidates.parent, hidden_meta=None, prev_labels=None)
     assert plan.items == [] and plan.message.startswith("no gold: no known-good answers")
@@ -94,8 +93,8 @@ def test_plan_gold_without_gt_or_unanimous_labels_proceeds_without_gold(tmp_path
     assert "Examples" not in built.instructions["review"] and "Hotkeys" in built.instructions["review"]
 
 
-def test_plan_gold_draws_balanced_known_answers_that_look_like_candidates(tmp_path):
-    r = make_round(tmp_path / "data", 8, n_inputs=5)
+def test_plan_gold_draws_balanced_known_answers_that_look_like_candidates(tmp_path, new_round):
+    r = new_round(tmp_path / "data", 8, n_inputs=5)
     cands = read_candidates(r.candidates)
     plan = plan_gold(GoldConfig(share=0.3), 8, cands, r.candidates.parent, hidden_meta=r.hidden)
     assert n_wanted(0.3, 10) == 4 and len(plan.items) == 4
@@ -137,8 +136,8 @@ def test_report_has_an_annotation_quality_section(tmp_path):
     assert "blind" in section and "no gold: no known-good answers" in section and "a@x" in section
 
 
-def test_unanimous_earlier_labels_are_gold_without_gt(tmp_path):
-    r = make_round(tmp_path / "data", 9, n_inputs=4)
+def test_unanimous_earlier_labels_are_gold_without_gt(tmp_path, new_round):
+    r = new_round(tmp_path / "data", 9, n_inputs=4)
     labels = tmp_path / "data" / "labels" / "round-8"
     for sub in ("source", "mask", "GT"):
         (labels / sub).mkdir(parents=True)
