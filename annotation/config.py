@@ -27,6 +27,7 @@ class SimulatedConfig(BaseModel):
     names: tuple[str, ...] = ("sim-annotator-1@simulated.local", "sim-annotator-2@simulated.local",
                               "sim-annotator-3@simulated.local")  # emails; must end in @simulated.local
     error_rate: float = Field(0.05, ge=0.0, le=1.0)    # P(label flipped) for annotator 0
+    error_rates: tuple[float, ...] | None = None       # one per name; when set, replaces error_rate/disagreement
     disagreement: float = Field(0.0, ge=0.0, le=1.0)   # extra flip probability for the last annotator
     skip_rate: float = Field(0.0, ge=0.0, le=1.0)      # P(a task is skipped = cancelled annotation)
     seed: int = 0                                      # decisions are a pure function of (seed, annotator, task)
@@ -43,9 +44,49 @@ class SimulatedConfig(BaseModel):
             raise ValueError(f"simulated annotator names {list(names)} contain duplicates")
         return names
 
-    def error_rates(self) -> list[float]:
+    @model_validator(mode="after")
+    def _one_rate_each(self) -> "SimulatedConfig":
+        rates = self.error_rates
+        if rates is not None and (len(rates) != len(self.names) or not all(0.0 <= r <= 1.0 for r in rates)):
+            raise ValueError(f"annotation.simulated.error_rates={list(rates)}: give one rate in [0, 1] per name "
+                             f"({len(self.names)} names), or leave it empty to use error_rate/disagreement")
+        return self
+
+    def rates(self) -> list[float]:
+        """Each annotator's flip probability: ``error_rates`` if given, else the error_rate/disagreement ramp."""
+        if self.error_rates is not None:
+            return list(self.error_rates)
         n = len(self.names)
         return [min(1.0, self.error_rate + self.disagreement * k / max(n - 1, 1)) for k in range(n)]
+
+
+class GoldConfig(BaseModel):
+    """Gold tasks (known answers) mixed into each round's review project, and what a low score does.
+
+    ``share`` is the fraction of the review project's tasks that are gold: n_gold = round(share / (1 - share)
+    * n_real) (so 1 is impossible). Known-good gold needs the pool's hidden GT or earlier unanimous "good"
+    labels; without any, the round proceeds without gold (gold of only "bad" answers would reward an
+    annotator who always answers "bad").
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    share: float = 0.1                  # of the review project's tasks; in [0, 1)
+    unanimous: bool = False             # also draw gold from earlier rounds' unanimous labels
+    unanimous_min_votes: int = Field(2, ge=2)   # "unanimous" needs at least this many agreeing votes
+    examples: bool = True               # keep one good and one bad gold item out of the tasks for the instructions
+    seed: int = 0                       # which inputs become gold: a pure function of (seed, round)
+    min_accuracy: float = Field(0.8, ge=0.0, le=1.0)   # flag an annotator below this gold accuracy ...
+    min_answers: int = Field(5, ge=1)   # ... once they answered at least this many gold tasks
+    flagged_votes: Literal["exclude", "downweight", "keep"] = "exclude"   # rule for a flagged annotator's votes
+    flagged_weight: float = Field(0.5, ge=0.0, le=1.0)  # their vote weight under "downweight"
+
+    @field_validator("share")
+    @classmethod
+    def _share_below_one(cls, share: float) -> float:
+        if not 0.0 <= share < 1.0:
+            raise ValueError(f"annotation.gold.share={share}: must be in [0, 1) (the fraction of review tasks "
+                             "that are gold; 0 turns gold tasks off, 1 would leave no real task)")
+        return share
 
 
 class AnnotationConfig(BaseModel):
@@ -68,6 +109,9 @@ class AnnotationConfig(BaseModel):
     backoff_max_s: float = Field(8.0, ge=0)     # cap per wait: at most retries * backoff_max_s in total
     start_timeout_s: float = Field(180.0, gt=0)  # wait for /health after `up` (a cold start migrates ~40 s)
     label_studio_version: str = "1.23.2"        # pinned server version in <project>/.venv-ls
+    prefill: bool = False                       # show the discriminator's verdict pre-filled (default: blind review)
+    instructions: bool = True                   # show labeling instructions (with gold examples) before labeling
+    gold: GoldConfig = GoldConfig()
     simulated: SimulatedConfig = SimulatedConfig()
 
     @field_validator("host")

@@ -7,7 +7,13 @@ Output folder (``data/annotations/round-N/``)::
                                                no snapshot file is ever rewritten (they are read-only)
     scored/meta.json + scored/{source,mask,GT}/   RORem scored triplets (score 1 good / 0 bad)
     pairs/meta.json + pairs/{source,mask,results}/ human preference pairs
-    summary.json                               counts, agreement, ties, problems, snapshot names
+    summary.json                               counts, agreement, ties, problems, snapshot names, and
+                                               ``quality``: review mode, gold, per-annotator quality
+    push.json                                  (written by the push) mode, verdicts, gold answers
+
+Gold tasks (their candidate ids are the keys of push.json's gold tasks) are converted apart: they
+measure the annotators (:mod:`annotation.quality`) and never become scored triplets. Flagged
+annotators' votes are excluded or down-weighted (``annotation.gold.flagged_votes``) before the labels.
 
 Before anything is fetched, the snapshots already in the folder are verified against the sha256
 that ``summary.json`` records (and every version must parse as a JSON list): a truncated or edited
@@ -33,6 +39,8 @@ from annotation.client import LabelStudioClient, LabelStudioError
 from annotation.config import AnnotationConfig
 from annotation.convert import GOOD, Conversion, convert, normalize_export, parse_pairwise, parse_review
 from annotation.paths import unique_names
+from annotation.push import read_setup
+from annotation.quality import lead_times, round_quality
 from rorem_core.data.formats import Candidate, Pair, Triplet, read_candidates
 from rorem_core.io import atomic_dir, sha256_file, write_bytes_atomic
 
@@ -217,13 +225,24 @@ def pull_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: int, 
         if tasks is not None:
             snaps[kind], written = freeze_snapshot(out_dir, f"{kind}_export", tasks)
             new += [snaps[kind]] if written else []
-    rconv = convert(review, project="review", key_field="candidate_id", known=set(cands),
+    setup = read_setup(out_dir / "push.json") or {}
+    gold_info = setup.get("gold") or None
+    answers = {k: g["answer"] for k, g in ((gold_info or {}).get("tasks") or {}).items()}
+    gold_tasks = [t for t in review if (t.get("data") or {}).get("candidate_id") in answers]
+    real_tasks = [t for t in review if (t.get("data") or {}).get("candidate_id") not in answers]
+    rconv = convert(real_tasks, project="review", key_field="candidate_id", known=set(cands),
                     parse=parse_review, min_labels=cfg.min_labels)
-    scored, sfiles = scored_entries(rconv, cands, base)
+    gconv = convert(gold_tasks, project="review-gold", key_field="candidate_id", known=set(answers),
+                    parse=parse_review, min_labels=1) if answers else None
+    quality = round_quality(rconv, gconv, answers, lead_times(review), cfg.gold, cfg.min_labels,
+                            mode=setup.get("mode", "unknown (no push.json)"), gold_info=gold_info,
+                            predictions=setup.get("predictions") or {})
+    scored, sfiles = scored_entries(rconv, cands, base)   # real tasks only: gold answers are never new labels
     _write_dataset(out_dir / "scored", scored, sfiles)
     summary = {"round": round_id, "snapshots": {k: {"file": v, "sha256": sha256_file(out_dir / v)}
                                                 for k, v in sorted(snaps.items())},
-               "min_labels": cfg.min_labels, "review": rconv.summary(), "scored_triplets": len(scored)}
+               "min_labels": cfg.min_labels, "review": rconv.summary(), "scored_triplets": len(scored),
+               "quality": quality}
     pairs: list[dict] = []
     if pairwise is not None:
         pconv = convert(pairwise, project="pairwise", key_field="pair_id", known=_known_pairs(pairwise, cands),

@@ -2,15 +2,18 @@
 
 Idempotent: projects are found by title (``<prefix> round <N> review|pairwise``) and tasks are
 keyed by ``candidate_id`` / ``pair_id`` in their data, so pushing twice creates nothing new, and
-pushing a grown selection adds only the new tasks. Every image path is checked to lie inside the
-served root *before* any call. Tasks are imported highest priority first; with sequential
-sampling that is the order annotators get them.
+pushing a grown selection adds only the new tasks. Review is blind by default (``annotation.prefill``):
+the discriminator's verdicts go to ``push.json``, not into the tasks; gold tasks with known answers are
+mixed into the review project (:mod:`annotation.gold`) and instructions are set on both projects.
+Every image path is checked to lie inside the served root *before* any call. Tasks are imported
+highest priority first; with sequential sampling that is the order annotators get them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,10 +26,12 @@ import numpy as np
 from annotation.client import LabelStudioClient, LabelStudioError
 from annotation.config import AnnotationConfig
 from annotation.convert import BAD, GOOD, PREF, QUALITY
+from annotation.gold import GoldPlan, decoy_priority, gold_candidates, neutral_copy, plan_gold
+from annotation.instructions import instructions_html
 from annotation.paths import PathRefused, inside_root, local_files_url, unique_names
 from rorem_core.data.formats import Candidate, read_candidates
 from rorem_core.data.images import encode_png, load_mask, load_rgb
-from rorem_core.io import write_bytes_atomic
+from rorem_core.io import write_bytes_atomic, write_json_atomic
 
 
 def label_config(kind: str) -> str:
@@ -40,6 +45,7 @@ class PushResult:
     projects: dict[str, int] = field(default_factory=dict)   # kind -> project id
     created: dict[str, int] = field(default_factory=dict)    # kind -> tasks created now
     existing: dict[str, int] = field(default_factory=dict)   # kind -> tasks already there
+    gold: str = ""                                            # what the gold plan did (or why no gold)
 
 
 def render_overlay(source: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -97,7 +103,7 @@ def _review_task(c: Candidate, p: dict, overlay: Path, root: Path, prio: float, 
     task = {"data": {"original": local_files_url(p["source"], root), "overlay": local_files_url(overlay, root),
                      "result": local_files_url(p["result"], root), "candidate_id": c.id,
                      "input_id": c.input_id, "round": c.round, "priority": prio}}
-    if c.score is not None:
+    if c.score is not None and cfg.prefill:   # blind (default): no prediction in Label Studio (docs/annotation.md)
         task["predictions"] = [{"model_version": c.score_model or cfg.model_version, "score": float(c.score),
                                 "result": [{"from_name": QUALITY, "to_name": "img_result", "type": "choices",
                                             "value": {"choices": [GOOD if c.score >= 0.5 else BAD]}}]}]
@@ -128,7 +134,7 @@ def pair_tasks(cands: list[Candidate], paths: dict, overlays: dict, root: Path,
                              "pair_id": pair_id, "candidate_left": a.id, "candidate_right": b.id,
                              "input_id": a.input_id, "round": a.round,
                              "priority": (prio.get(a.id, 0.0) + prio.get(b.id, 0.0)) / 2}}
-            if a.score is not None and b.score is not None:
+            if a.score is not None and b.score is not None and cfg.prefill:
                 side = "left" if a.score >= b.score else "right"
                 task["predictions"] = [{"model_version": a.score_model or cfg.model_version,
                                         "score": 0.5 + abs(a.score - b.score) / 2,
@@ -138,20 +144,25 @@ def pair_tasks(cands: list[Candidate], paths: dict, overlays: dict, root: Path,
     return tasks
 
 
-def ensure_project(client: LabelStudioClient, title: str, kind: str, cfg: AnnotationConfig) -> dict:
-    """Find the project by title or create it; align its config and overlap with ours."""
+def ensure_project(client: LabelStudioClient, title: str, kind: str, cfg: AnnotationConfig,
+                   instructions: str = "") -> dict:
+    """Find the project by title or create it; align its config, overlap, prefill mode and instructions.
+
+    ``show_collab_predictions`` = ``cfg.prefill``. Blind review (the default) also keeps predictions out of
+    the tasks: Label Studio 1.23's editor pre-fills a task opened from the Data Manager from its first
+    prediction whatever this setting says (it only governs the "Label All Tasks" stream).
+    """
     xml = label_config(kind)
+    wanted = {"maximum_annotations": cfg.overlap, "show_collab_predictions": cfg.prefill,
+              "expert_instruction": instructions, "show_instruction": bool(cfg.instructions and instructions)}
     proj = client.find_project(title)
     if proj is None:
-        return client.create_project(title=title, label_config=xml, maximum_annotations=cfg.overlap,
-                                     overlap_cohort_percentage=100, sampling="Sequential sampling",
-                                     show_skip_button=True, show_collab_predictions=True,
+        return client.create_project(title=title, label_config=xml, overlap_cohort_percentage=100,
+                                     sampling="Sequential sampling", show_skip_button=True, **wanted,
                                      description=f"rorem {kind} tasks; labeling config annotation/configs/{kind}.xml")
-    changes = {}
+    changes = {k: v for k, v in wanted.items() if proj.get(k) != v}
     if proj.get("label_config", "").strip() != xml.strip():
         changes["label_config"] = xml
-    if proj.get("maximum_annotations") != cfg.overlap:
-        changes["maximum_annotations"] = cfg.overlap
     return client.update_project(proj["id"], **changes) if changes else proj
 
 
@@ -193,48 +204,114 @@ def import_missing(client: LabelStudioClient, project_id: int, tasks: list[dict]
 
 @dataclass
 class RoundTasks:
-    """Everything a push sends: tasks per project kind (with their key field) and image folders."""
+    """Everything a push sends: tasks per project kind (with their key field), image folders, the gold
+    plan and the instructions per project kind."""
 
     tasks: dict[str, tuple[list[dict], str]]
     dirs: set[Path]
+    gold: GoldPlan | None = None
+    instructions: dict[str, str] = field(default_factory=dict)
+
+
+def _neutral_paths(cands: list[Candidate], paths: dict, folder: Path, round_id: int) -> dict:
+    """Review images (source shown as "original", result) copied under opaque names into one folder, so
+    a gold task's URLs look like any other task's (its result may be the GT or the source itself)."""
+    return {c.id: {**paths[c.id], "source": neutral_copy(paths[c.id]["source"], folder, round_id, "original"),
+                   "result": neutral_copy(paths[c.id]["result"], folder, round_id, "result")} for c in cands}
 
 
 def build_round_tasks(cfg: AnnotationConfig, round_id: int, candidates_path: Path, doc_root: Path,
                       priorities: Mapping[str, float] | None = None,
-                      overlay_dir: Path | None = None) -> RoundTasks:
-    """Check every path, render the overlays, build review (+ pairwise) tasks, highest priority first."""
+                      overlay_dir: Path | None = None, *, hidden_meta: Path | None = None,
+                      prev_labels: Path | None = None, previous_gold: dict | None = None) -> RoundTasks:
+    """Check every path, render the overlays, build review (+ gold) (+ pairwise) tasks, highest priority first.
+
+    Gold tasks (:mod:`annotation.gold`) are drawn from ``hidden_meta`` (the pool's hidden GT) and, with
+    ``gold.unanimous``, from ``prev_labels`` (an earlier round's labels folder)."""
     candidates_path, doc_root = Path(candidates_path), Path(doc_root).resolve()
     cands = read_candidates(candidates_path)
     prio = dict(priorities or {})
-    cands.sort(key=lambda c: (-prio.get(c.id, 0.0), c.id))
-    paths = _resolve_all(cands, candidates_path.parent, doc_root)
-    overlay_dir = Path(overlay_dir or doc_root / "annotations" / f"round-{round_id}" / "overlays")
-    overlays = _write_overlays(cands, paths, overlay_dir)
+    plan = (GoldPlan.from_json(previous_gold) if previous_gold else
+            plan_gold(cfg.gold, round_id, cands, candidates_path.parent, hidden_meta=hidden_meta, prev_labels=prev_labels))
+    golds = gold_candidates(plan, round_id, cands)
+    prio.update({g.id: decoy_priority(g.id, dict(priorities or {})) for g in golds})
+    everyone = sorted(cands + golds, key=lambda c: (-prio.get(c.id, 0.0), c.id))
+    paths = _resolve_all(everyone, candidates_path.parent, doc_root)
+    round_dir = doc_root / "annotations" / f"round-{round_id}"
+    overlay_dir = Path(overlay_dir or round_dir / "overlays")
+    overlays = _write_overlays(everyone, paths, overlay_dir)
     for o in set(overlays.values()):
         inside_root(o, doc_root)
-    dirs = {p.parent for e in paths.values() for p in e.values()} | {o.parent for o in overlays.values()}
-    kinds = {"review": ([_review_task(c, paths[c.id], overlays[c.id], doc_root, prio.get(c.id, 0.0), cfg)
-                         for c in cands], "candidate_id")}
+    shown = _neutral_paths(everyone, paths, round_dir / "review", round_id)
+    # storages authorise serving: the real candidates' folders (pairwise shows them), the overlays and
+    # the review copies; never the hidden GT's folder (gold shows only its copy under an opaque name)
+    dirs = ({p.parent for c in cands for p in paths[c.id].values()} | {o.parent for o in overlays.values()}
+            | {round_dir / "review"})
+    kinds = {"review": ([_review_task(c, shown[c.id], overlays[c.id], doc_root, prio.get(c.id, 0.0), cfg)
+                         for c in everyone], "candidate_id")}
     if cfg.pairwise:
         ptasks = pair_tasks(cands, paths, overlays, doc_root, prio, cfg)
         ptasks.sort(key=lambda t: (-t["data"]["priority"], t["data"]["pair_id"]))
         kinds["pairwise"] = (ptasks, "pair_id")
-    return RoundTasks(kinds, dirs)
+    examples = [(g, neutral_copy(Path(g.result), round_dir / "review", round_id, "example"),
+                 _example_overlay(g, overlay_dir)) for g in plan.examples]
+    text = {kind: instructions_html(kind, [(g.answer, local_files_url(r, doc_root), local_files_url(o, doc_root))
+                                           for g, r, o in examples], cfg.prefill) for kind in kinds}
+    return RoundTasks(kinds, dirs, plan, text if cfg.instructions else {})
+
+
+def _example_overlay(g, overlay_dir: Path) -> Path:
+    target = Path(overlay_dir) / f"example-{hashlib.sha256(g.key.encode()).hexdigest()[:12]}.png"
+    png = encode_png(render_overlay(load_rgb(g.source), load_mask(g.mask)))
+    if not target.is_file() or target.read_bytes() != png:
+        write_bytes_atomic(target, png)
+        os.chmod(target, 0o644)
+    return target
+
+
+def write_setup(path: Path, round_id: int, cfg: AnnotationConfig, plan: GoldPlan | None,
+                predictions: dict[str, dict]) -> None:
+    """``push.json``: the round's review mode, the discriminator's verdict per candidate (what a blind
+    push keeps out of Label Studio) and the gold tasks with their answers (never sent to Label Studio).
+    The pull reads it to separate gold from real labels and to compare the discriminator with the
+    humans; it is frozen with the export."""
+    data = {"round": round_id, "mode": "prefilled" if cfg.prefill else "blind",
+            "gold_share": cfg.gold.share, "gold": plan.as_json() if plan else None,
+            "predictions": predictions}
+    old = json.loads(path.read_text()) if path.is_file() else None
+    if old != data:
+        write_json_atomic(path, data)
+
+
+def read_setup(path: Path) -> dict | None:
+    """The ``push.json`` of a round, or None before its first push."""
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
 
 
 def push_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: int, candidates_path: Path,
                doc_root: Path, priorities: Mapping[str, float] | None = None,
-               overlay_dir: Path | None = None) -> PushResult:
+               overlay_dir: Path | None = None, *, hidden_meta: Path | None = None,
+               prev_labels: Path | None = None) -> PushResult:
     """Create/extend the round's projects with one review task per candidate and its pairs.
 
     ``priorities``: candidate id -> priority (higher is labelled first; missing = 0), e.g. the
     discriminator's uncertainty ``-|p - 0.5|``. Overlays go to ``overlay_dir`` (default
     ``<doc_root>/annotations/round-N/overlays``), which must lie inside the served root.
+    ``hidden_meta`` / ``prev_labels``: where gold answers come from (:func:`build_round_tasks`);
+    the review mode and gold answers are written to ``<doc_root>/annotations/round-N/push.json``.
     """
-    built = build_round_tasks(cfg, round_id, candidates_path, doc_root, priorities, overlay_dir)
-    result = PushResult(round_id)
+    setup = Path(doc_root).resolve() / "annotations" / f"round-{round_id}" / "push.json"
+    old = read_setup(setup)   # a re-push keeps the round's gold: its answers are what annotators saw
+    built = build_round_tasks(cfg, round_id, candidates_path, doc_root, priorities, overlay_dir,
+                              hidden_meta=hidden_meta, prev_labels=prev_labels,
+                              previous_gold=(old or {}).get("gold"))
+    preds = {**(old or {}).get("predictions", {}), **{
+        c.id: {"score": c.score, "model_version": c.score_model or cfg.model_version}
+        for c in read_candidates(Path(candidates_path)) if c.score is not None}}
+    write_setup(setup, round_id, cfg, built.gold, dict(sorted(preds.items())))
+    result = PushResult(round_id, gold=built.gold.message if built.gold else "")
     for kind, (tasks, key) in built.tasks.items():
-        proj = ensure_project(client, cfg.project_title(round_id, kind), kind, cfg)
+        proj = ensure_project(client, cfg.project_title(round_id, kind), kind, cfg, built.instructions.get(kind, ""))
         ensure_storages(client, proj["id"], built.dirs)
         result.projects[kind] = proj["id"]
         result.created[kind], result.existing[kind] = import_missing(client, proj["id"], tasks, key, cfg)

@@ -7,6 +7,8 @@ hidden GT is >= 20 dB (:func:`rorem_core.evaluation.metrics.oracle_success`); a 
 Pairwise: the result with the higher masked PSNR against the GT is preferred.
 ``simulated.judge: judge``: the verdict, reason and graded score of :func:`rorem_core.evaluation.judge.judge`
 (calibrated on human judgements) replace PSNR in both.
+Gold tasks (``push.json``): the known answer, which is what the oracle says of a GT (good) or of the
+unedited source (bad, object remains).
 Each annotator flips that judgement with its own error rate (see
 :class:`annotation.config.SimulatedConfig`) and skips a task with ``skip_rate``; every decision is
 a pure function of (seed, annotator, task key), so reruns are reproducible and already-labelled
@@ -114,9 +116,10 @@ def ensure_simulated_users(client: LabelStudioClient, names: tuple[str, ...]) ->
 
 
 def _label_project(client: LabelStudioClient, cfg: AnnotationConfig, project_id: int, kind: str,
-                   oracle: Oracle, users: dict[str, int], report: SimulationReport) -> None:
+                   oracle: Oracle, users: dict[str, int], report: SimulationReport,
+                   gold: dict[str, str] | None = None) -> None:
     sim = cfg.simulated
-    rates = sim.error_rates()
+    rates = sim.rates()
     names = list(users)
     per_task = min(cfg.overlap, len(names))
     tasks = sorted(client.iter_tasks(project_id, include="id,data,annotators"), key=lambda t: t["id"])
@@ -135,8 +138,9 @@ def _label_project(client: LabelStudioClient, cfg: AnnotationConfig, project_id:
                 client.create_annotation(task["id"], [], completed_by=users[names[k]], was_cancelled=True)
                 report.skipped[kind] = report.skipped.get(kind, 0) + 1
                 continue
-            result = (_review_result(oracle, key, u_err < rates[k]) if kind == "review"
-                      else _pair_result(oracle, data, u_err < rates[k]))
+            flip = u_err < rates[k]
+            result = (_gold_result(gold[key], flip) if kind == "review" and key in (gold or {})
+                      else _review_result(oracle, key, flip) if kind == "review" else _pair_result(oracle, data, flip))
             client.create_annotation(task["id"], result, completed_by=users[names[k]], lead_time=SIM_LEAD_TIME_S)
             report.created[kind] = report.created.get(kind, 0) + 1
 
@@ -152,6 +156,16 @@ def _review_result(oracle: Oracle, cid: str, flip: bool) -> list[dict]:
     return result
 
 
+def _gold_result(answer: str, flip: bool) -> list[dict]:
+    """A gold task: its known answer (what the oracle would say: GT = good, source = object remains)."""
+    label = (BAD if answer == GOOD else GOOD) if flip else answer
+    result = [{"from_name": QUALITY, "to_name": "img_result", "type": "choices", "value": {"choices": [label]}}]
+    if label == BAD:
+        result.append({"from_name": REASON, "to_name": "img_result", "type": "choices",
+                       "value": {"choices": ["object_remains" if answer == BAD else "artifacts"]}})
+    return result
+
+
 def _pair_result(oracle: Oracle, data: dict, flip: bool) -> list[dict]:
     left, right = oracle.preference(data["candidate_left"]), oracle.preference(data["candidate_right"])
     side = "left" if left >= right else "right"
@@ -160,10 +174,24 @@ def _pair_result(oracle: Oracle, data: dict, flip: bool) -> list[dict]:
     return [{"from_name": PREF, "to_name": "left", "type": "pairwise", "value": {"selected": side}}]
 
 
+def gold_answers(setup: Path | None) -> dict[str, str]:
+    """Gold task key -> answer from a round's ``push.json`` (none when it is missing or has no gold)."""
+    if setup is None or not Path(setup).is_file():
+        return {}
+    gold = json.loads(Path(setup).read_text(encoding="utf-8")).get("gold") or {}
+    return {k: g["answer"] for k, g in (gold.get("tasks") or {}).items()}
+
+
 def simulate_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: int, candidates_path: Path,
-                   hidden_meta: Path) -> SimulationReport:
-    """Let every simulated annotator label its share of the round's review and pairwise tasks."""
+                   hidden_meta: Path, setup: Path | None = None) -> SimulationReport:
+    """Let every simulated annotator label its share of the round's review and pairwise tasks.
+
+    ``setup``: the round's ``push.json`` (default ``data/annotations/round-N/push.json`` next to the
+    ``data/candidates/round-N`` folder), whose gold answers the simulated annotators know like the oracle."""
     candidates_path = Path(candidates_path)
+    if setup is None:
+        setup = candidates_path.parent.parent.parent / "annotations" / f"round-{round_id}" / "push.json"
+    gold = gold_answers(setup)
     oracle = Oracle(read_candidates(candidates_path), candidates_path.parent, read_hidden_gt(hidden_meta),
                     rule=cfg.simulated.judge)
     users = ensure_simulated_users(client, cfg.simulated.names)
@@ -172,5 +200,5 @@ def simulate_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: i
     for kind in kinds:
         proj = client.find_project(cfg.project_title(round_id, kind))
         if proj is not None:
-            _label_project(client, cfg, proj["id"], kind, oracle, users, report)
+            _label_project(client, cfg, proj["id"], kind, oracle, users, report, gold)
     return report

@@ -72,7 +72,7 @@ def main() -> None:
     shared.ensure_template()
     root = Path(tempfile.mkdtemp(prefix="rorem-bench-ls-"))
     (root / "data").mkdir()
-    cfg = AnnotationConfig(port=args.port or _free_port(), project_prefix="bench", pairwise=False,
+    cfg = AnnotationConfig(port=args.port or _free_port(), project_prefix="bench", pairwise=False, prefill=True,
                            start_timeout_s=300)
     server = LabelStudioServer(root=root, cfg=cfg, token="bench-token-0123456789")
     server.venv, server.template = shared.venv, shared.template

@@ -38,6 +38,26 @@ def live_progress(root: Path, n: int) -> dict | None:
         return None
 
 
+def annotator_flags(root: Path, rounds: list[int]) -> dict[int, dict]:
+    """Per pulled round: review mode, gold and the annotators flagged below the gold accuracy threshold
+    (from ``data/annotations/round-N/summary.json``, written by the pull)."""
+    import json
+
+    out = {}
+    for n in rounds:
+        path = root / Layout(root, n).paths.annotations / "summary.json"
+        try:
+            q = json.loads(path.read_text()).get("quality") or {}
+        except (OSError, ValueError):
+            continue
+        rows = q.get("annotators") or {}
+        out[n] = {"mode": q.get("mode"), "gold": (q.get("gold") or {}).get("n_gold", 0), "rule": q.get("rule"),
+                  "min_accuracy": q.get("min_accuracy"), "excluded_votes": q.get("excluded_votes", 0),
+                  "flagged": {w: {"gold_accuracy": rows[w].get("gold_accuracy"), "gold_answers": rows[w].get("gold_answers")}
+                              for w in q.get("flagged") or [] if w in rows}}
+    return out
+
+
 def collect(root: Path, live: bool = True) -> dict:
     root = Path(root).resolve()
     rounds = declared_rounds(root / "params.yaml")
@@ -49,7 +69,8 @@ def collect(root: Path, live: bool = True) -> dict:
                   "error": st.get("error"), "tag": f"round-{n}" if tag_exists(root, f"round-{n}") else None,
                   "report": st.get("report")}
     current = next((n for n in sorted(per) if per[n]["status"] != "completed"), max(per, default=None))
-    out = {"root": str(root), "rounds": per, "current": current, "prefect_server": served_url(root)}
+    out = {"root": str(root), "rounds": per, "current": current, "prefect_server": served_url(root),
+           "annotator_quality": annotator_flags(root, sorted(rounds))}
     if live and current is not None and per[current]["status"] in ("waiting", "running"):
         out["annotation"] = live_progress(root, current)
     return out
@@ -78,5 +99,13 @@ def format_status(s: dict) -> str:
                 lines.append(f"  {kind}: {k['done']}/{k['total']} tasks done, {k['annotations']} annotations"
                              + (f" ({', '.join(f'{u}: {c}' for u, c in k['per_annotator'].items())})"
                                 if k.get("per_annotator") else ""))
+    for n, q in (s.get("annotator_quality") or {}).items():
+        if q["flagged"]:
+            who = ", ".join(f"{w} ({100 * (f['gold_accuracy'] or 0):.0f}% of {f['gold_answers']} gold)"
+                            for w, f in q["flagged"].items())
+            lines.append(f"  round {n}: FLAGGED annotators below {100 * (q['min_accuracy'] or 0):.0f}% gold accuracy: "
+                         f"{who}; rule {q['rule']} ({q['excluded_votes']} vote(s) excluded)")
+        elif q["gold"] == 0:
+            lines.append(f"  round {n}: {q['mode']} review, no gold tasks (annotator accuracy not measured)")
     lines.append(f"prefect server: {s['prefect_server'] or 'not running (`rorem serve` starts it)'}")
     return "\n".join(lines)

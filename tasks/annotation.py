@@ -15,6 +15,7 @@ from annotation.cli import load_config
 from annotation.client import LabelStudioClient
 from annotation.config import AnnotationConfig
 from annotation.server import LabelStudioServer
+from rorem_core.contract import RoundPaths
 from rorem_core.data.formats import read_candidates, write_candidates
 from tasks.rounds import Layout
 
@@ -81,9 +82,15 @@ def push_selection(root: str, n: int, pool: str, url: str | None = None) -> dict
 
     layout = Layout(Path(root), n, pool)
     manifest, prio = write_push_manifest(layout)
+    try:   # gold answers: the pool's hidden GT (synthetic pools only) and the previous round's labels
+        hidden = layout.hidden if layout.hidden.is_file() else None
+    except ValueError:
+        hidden = None
+    prev_labels = Path(root) / RoundPaths(n - 1).labels
     with client(Path(root), url) as c:
-        res = push_round(c, annotation_config(Path(root)), n, manifest, Path(root) / "data", priorities=prio)
-    return {"projects": res.projects, "created": res.created, "existing": res.existing}
+        res = push_round(c, annotation_config(Path(root)), n, manifest, Path(root) / "data", priorities=prio,
+                         hidden_meta=hidden, prev_labels=prev_labels)
+    return {"projects": res.projects, "created": res.created, "existing": res.existing, "gold": res.gold}
 
 
 @task(**NETWORK)
@@ -93,7 +100,8 @@ def simulate_labels(root: str, n: int, pool: str, url: str | None = None) -> dic
 
     layout = Layout(Path(root), n, pool)
     with client(Path(root), url) as c:
-        rep = simulate_round(c, annotation_config(Path(root)), n, layout.candidates, layout.hidden)
+        rep = simulate_round(c, annotation_config(Path(root)), n, layout.candidates, layout.hidden,
+                             setup=layout.annotations / "push.json")
     return {"created": rep.created, "skipped": rep.skipped, "already": rep.already}
 
 

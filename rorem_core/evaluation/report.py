@@ -1,5 +1,7 @@
 """The round report: a RORem Table-1-style table across all rounds so far, discriminator agreement
-and calibration, DPO / reward-weighted-distillation curves and a sample grid.
+and calibration, DPO / reward-weighted-distillation curves, annotation quality per round (blind or
+pre-filled review, gold accuracy per annotator, agreement, flagged annotators and excluded votes, from
+the pull's summary ``quality``) and a sample grid.
 
 Pure: it only reads the JSON files the stages write (paths below, relative to the project root)
 and writes Markdown + PNG plots (matplotlib, Agg backend). Every input but the round list is
@@ -153,6 +155,45 @@ MODELS = [("round", "round", ""), ("model", "model", ""), ("n", "test images", "
           ("psnr", "masked PSNR (dB)", ""), ("unmasked_psnr", "unmasked PSNR (dB)", "")]
 
 
+QUALITY = [("round", "round", ""), ("annotator", "annotator", ""), ("gold_answers", "gold answers", ""),
+           ("gold_accuracy", "gold accuracy", "%"), ("agreement_with_others", "agrees with others", "%"),
+           ("median_lead_time_s", "median s/task", ""), ("skips", "skips", ""), ("votes", "votes", ""),
+           ("flagged", "flagged", "")]
+
+
+def quality_rows(n: int, m: dict[str, Any]) -> dict[str, Any]:
+    """Round n's annotation quality (the pull's summary ``quality``): mode, gold, agreement, annotators."""
+    q = dig(m["annotations"], "quality") or {}
+    agree = q.get("agreement_all_votes") or dig(m["annotations"], "review", "agreement") or {}   # before the vote rule
+    return {"round": n, "mode": q.get("mode"), "gold": dig(q, "gold", "message"), "n_gold": dig(q, "gold", "n_gold"),
+            "fleiss_kappa": agree.get("fleiss_kappa"), "krippendorff_alpha": agree.get("krippendorff_alpha"),
+            "rule": q.get("rule"), "flagged": q.get("flagged") or [], "excluded_votes": q.get("excluded_votes"),
+            "disc_agreement": dig(q, "discriminator_vs_humans", "agreement"),
+            "annotators": [{"round": n, "annotator": who, **{k: v for k, v in row.items() if k != "flagged"},
+                            "flagged": "yes" if row.get("flagged") else ""}
+                           for who, row in sorted((q.get("annotators") or {}).items())],
+            "pairs": q.get("pairs") or []}
+
+
+def render_quality(rows: Sequence[dict]) -> list[str]:
+    """The annotation-quality section: per round its mode and gold, then one row per annotator."""
+    rows = [r for r in rows if r["mode"] is not None]
+    if not rows:
+        return []
+    out = ["## Annotation quality", "",
+           "Blind = the discriminator's verdict was not shown to annotators; gold = tasks with known answers "
+           "mixed into the review project (never training labels).", ""]
+    for r in rows:
+        kappas = ", ".join(f"{p['a']} / {p['b']}: {fmt(p.get('kappa'), '3')} (n={p['n']})" for p in r["pairs"])
+        out += [f"Round {r['round']}: **{r['mode']}** review; gold: {r['gold'] or NA}. All votes: Fleiss' kappa "
+                f"{fmt(r['fleiss_kappa'], '3')}, Krippendorff's alpha {fmt(r['krippendorff_alpha'], '3')}; "
+                f"Cohen's kappa per pair: {kappas or NA}. Discriminator agrees with the human label on "
+                f"{fmt(r['disc_agreement'], '%')} of labelled tasks. Flagged: {', '.join(r['flagged']) or 'none'} "
+                f"(rule {r['rule']}: {r['excluded_votes'] or 0} vote(s) excluded).", ""]
+    out += [md_table([a for r in rows for a in r["annotators"]], QUALITY), ""]
+    return out
+
+
 # ------------------------------------------------------------------------------ plots
 
 
@@ -247,7 +288,8 @@ def collect(root: Path, rounds: Sequence[int], sources: dict[int, str] | None = 
                       + [round_row(n, per[n], src.get(n, f"pool round-{n}")) for n in rounds],
             "discriminator": [disc_row(n, per[n]) for n in rounds],
             "preference": [pref_row(n, per[n]) for n in rounds],
-            "models": [r for n in rounds for r in model_rows(n, per[n])]}
+            "models": [r for n in rounds for r in model_rows(n, per[n])],
+            "annotation_quality": [quality_rows(n, per[n]) for n in rounds]}
 
 
 def _curves(root: Path, rounds: Sequence[int]) -> dict[str, dict[int, list]]:
@@ -270,6 +312,7 @@ def render(data: dict[str, Any], plots: dict[str, str | None], samples: str | No
               md_table(data["preference"], PREF), ""]
     if plots.get("curves"):
         parts += [f"![training curves]({plots['curves']})", ""]
+    parts += render_quality(data.get("annotation_quality") or [])
     if samples:
         parts += [f"## Samples, round {last}: source | mask | result | GT", "", f"![samples]({samples})", ""]
     return "\n".join(parts)

@@ -30,7 +30,7 @@ def _titles(client: LabelStudioClient) -> list[str]:
 
 def test_push_twice_creates_no_duplicates(ls, new_round):
     r = new_round(ls.data, 1)
-    cfg = ls.cfg(overlap=2, min_labels=2)
+    cfg = ls.cfg(overlap=2, min_labels=2, prefill=True)   # pre-annotations on (blind review is the default)
     first = push_round(ls.client, cfg, 1, r.candidates, ls.data, priorities={r.bad[2]: 5.0})
     assert first.created == {"review": 6, "pairwise": 3} and first.existing == {"review": 0, "pairwise": 0}
     again = push_round(ls.client, cfg, 1, r.candidates, ls.data)

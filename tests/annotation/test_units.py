@@ -33,8 +33,8 @@ def test_config_rejects_typos_remote_hosts_and_impossible_labels():
 
 def test_simulated_error_rates_spread_by_disagreement():
     names = tuple(f"sim-annotator-{k}@simulated.local" for k in range(1, 4))
-    assert SimulatedConfig(names=names, error_rate=0.1, disagreement=0.0).error_rates() == [0.1, 0.1, 0.1]
-    assert SimulatedConfig(names=names, error_rate=0.0, disagreement=1.0).error_rates() == [0.0, 0.5, 1.0]
+    assert SimulatedConfig(names=names, error_rate=0.1, disagreement=0.0).rates() == [0.1, 0.1, 0.1]
+    assert SimulatedConfig(names=names, error_rate=0.0, disagreement=1.0).rates() == [0.0, 0.5, 1.0]
     assert _uniforms(0, 1, "review:a") == _uniforms(0, 1, "review:a") != _uniforms(0, 2, "review:a")
 
 
@@ -84,8 +84,10 @@ def test_pair_tasks_group_by_input_and_predict_the_higher_score(tmp_path, new_ro
     cands = read_candidates(r.candidates)
     paths = {c.id: {k: (r.candidates.parent / getattr(c, k)).resolve() for k in ("source", "mask", "result")}
              for c in cands}
-    tasks = pair_tasks(cands, paths, {c.id: paths[c.id]["source"] for c in cands}, tmp_path / "data", {},
-                       AnnotationConfig())
+    overlays = {c.id: paths[c.id]["source"] for c in cands}
+    blind = pair_tasks(cands, paths, overlays, tmp_path / "data", {}, AnnotationConfig())
+    assert not any("predictions" in t for t in blind)             # blind review by default
+    tasks = pair_tasks(cands, paths, overlays, tmp_path / "data", {}, AnnotationConfig(prefill=True))
     assert len(tasks) == 3 and {t["data"]["input_id"] for t in tasks} == {"p000", "p001", "p002"}
     by_input = {t["data"]["input_id"]: t for t in tasks}
     assert "predictions" not in by_input["p000"]                # no scores for p000's candidates

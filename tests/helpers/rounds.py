@@ -43,7 +43,7 @@ def make_round(data_root: Path, round_id: int, n_inputs: int = 3, *, scores: boo
     cands, hidden, good, bad = [], [], [], []
     for i in range(n_inputs):
         pid = f"p{i:03d}"
-        src, mask, gt = _scene(i)
+        src, mask, gt = _scene(i % 5)   # 5 distinct placements; more inputs reuse them
         save_png(cdir / "inputs" / "source" / f"{pid}.png", src)
         save_png(cdir / "inputs" / "mask" / f"{pid}.png", mask)
         save_png(hdir / "GT" / f"{pid}.png", gt)
