@@ -10,6 +10,7 @@
   rorem demo [round options]            the main job: a full round on the embedded default with
                                         SIMULATED annotators through a local Label Studio; prints the report
   rorem validate PATH [--kind K]        check a dataset before spending GPU hours (exit 1 if bad)
+  rorem import seed|pool|test PATH [--round N]   bring your own photos + masks (docs/own-data.md)
   rorem stage NAME [ARGS...]            run one pipeline stage (what dvc.yaml calls)
   rorem labelstudio up|down|status|add-user ...   the local Label Studio service
 """
@@ -219,7 +220,41 @@ def _demo(argv: list[str]) -> int:
     return rc
 
 
-COMMANDS = {"validate": _validate, "stage": _stage, "labelstudio": _labelstudio, "demo": _demo,
+def _import(argv: list[str]) -> int:
+    """Check, normalise and write under data/imported, name it in params.yaml, then `dvc add` it."""
+    p = argparse.ArgumentParser(prog="rorem import", description="import photos + masks (docs/own-data.md)")
+    p.add_argument("kind", choices=("seed", "pool", "test"))
+    p.add_argument("path", type=Path, help="a RORem dataset (meta.json) or a folder with images/ + masks/ (+ gt/)")
+    p.add_argument("--round", type=int, help="pool only: the round it feeds (default: the next unstarted one)")
+    p.add_argument("--root")
+    args = p.parse_args(argv)
+    if args.round is not None and args.kind != "pool":
+        print(f"error: --round is for pools; a {args.kind} set is not per round (drop --round)", file=sys.stderr)
+        return 2
+    root = _root(args.root)
+    from rorem_core.data.importer import ImportRefused, import_dataset
+
+    try:
+        res = import_dataset(root, args.kind, args.path, args.round)
+    except ImportRefused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if (root / ".dvc").is_dir():     # version it like every other dataset (idempotent for the same content)
+        from tasks.dvc import dvc
+
+        for rel in filter(None, (res.path, res.hidden)):
+            dvc(root, "add", "-q", rel)
+    what = "imported" if res.changed else "already imported (nothing changed)"
+    print(f"{what}: {res.n} {args.kind} entries ({'with' if res.has_gt else 'without'} GT) -> {res.path}"
+          + (f" (GT: {res.hidden})" if res.hidden else ""))
+    for k, v in res.params.items():
+        print(f"  params.yaml {k} = {v}")
+    for note in res.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+COMMANDS = {"validate": _validate, "import": _import, "stage": _stage, "labelstudio": _labelstudio, "demo": _demo,
             "round": _round, "status": _status, "serve": _serve, "resume": _resume, "report": _report,
             "bootstrap": _bootstrap}
 
