@@ -293,7 +293,17 @@ def build_report(root: Path, out_dir: Path, rounds: Sequence[int], *, sources: d
     if rounds and (root / SAMPLES.format(n=rounds[-1])).is_file():
         samples = f"samples_round-{rounds[-1]}.png"
         shutil.copyfile(root / SAMPLES.format(n=rounds[-1]), out_dir / samples)
-    write_text_atomic(out_dir / "report.md", render(data, plots, samples, title))
-    summary = {**data, "plots": {k: v for k, v in plots.items() if v}, "samples": samples}
+    gallery = None
+    if rounds:   # the newest round's pictures, one row per input (evaluation/gallery.py)
+        from rorem_core.evaluation.gallery import render as render_gallery
+
+        page = render_gallery(root, out_dir, rounds[-1])
+        gallery = page.name if page else None
+    text = render(data, plots, samples, title)
+    if gallery:
+        text += (f"\n## Gallery\n\n[Round {rounds[-1]}, input by input]({gallery}): source, mask, each model's "
+                 "result, GT when known, human verdict and discriminator score, with filters.\n")
+    write_text_atomic(out_dir / "report.md", text)
+    summary = {**data, "plots": {k: v for k, v in plots.items() if v}, "samples": samples, "gallery": gallery}
     write_json_atomic(out_dir / "summary.json", summary)
     return summary

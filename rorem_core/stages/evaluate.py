@@ -46,7 +46,7 @@ def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path) -> Evalua
                          device=resolve_device(cfg.base.device))
     refs = reference_fills() if cfg.references else {}
     rows: dict[str, list[dict]] = {"remover": [], **{k: [] for k in refs}, **({"ae_ceiling": []} if refs else {})}
-    grid = []
+    grid, gallery = [], []
     for lo in range(0, len(entries), cfg.batch_size):
         chunk = entries[lo:lo + cfg.batch_size]
         src, msk, gt = _load_chunk(test_meta, chunk, cfg.base.resolution)
@@ -67,11 +67,36 @@ def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path) -> Evalua
                 rows["ae_ceiling"].append({"band": band, **score_image(_np(ceiling[i]), g, m, cfg.success_db)})
             if len(grid) < cfg.num_grid:
                 grid.append((s, m, _np(out[i]), g))
+                gallery.append((e, rows["remover"][-1], _np(out[i])))
     metrics = {name: summarise(r) for name, r in rows.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "per_image.json", rows["remover"])
     sample_grid(grid, out_dir / "samples.png")
+    write_gallery(test_meta, gallery, out_dir / "gallery", cfg.base.resolution)
     return EvaluateResult(metrics=metrics, table=format_table(metrics))
+
+
+def write_gallery(test_meta: Path, rows: list, out: Path, resolution: int) -> None:
+    """The grid's inputs as files for the report's HTML gallery: source, mask, GT and this model's
+    result, at each photo's own size (pasted back); ``index.json`` = [{id, source, mask, GT, result, ...}]."""
+    from rorem_core.data.fullres import default_feather, paste_back
+    from rorem_core.data.images import save_png
+    from rorem_core.io import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        index = []
+        for i, (e, score, square) in enumerate(rows):
+            f = lambda rel: resolve_in_root(test_meta.parent, rel, where=str(test_meta))  # noqa: E731
+            src, m, gt = load_rgb(f(e.source)), load_mask(f(e.mask)), load_rgb(f(e.GT))
+            res = paste_back(src, square, m, feather=default_feather(*m.shape, resolution)) \
+                if src.shape[:2] != (resolution, resolution) else square
+            iid = str(getattr(e, "id", None) or i)
+            names = {k: f"{i:03d}_{k}.png" for k in ("source", "mask", "GT", "result")}
+            for k, arr in zip(names, (src, m, gt, res)):
+                save_png(tmp / names[k], arr)
+            index.append({"id": iid, **names, "masked_psnr": score.get("masked_psnr"),
+                          "success": score.get("success")})
+        write_json_atomic(tmp / "index.json", index)
 
 
 def main(argv: list[str] | None = None) -> int:

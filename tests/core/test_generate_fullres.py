@@ -37,3 +37,23 @@ def test_generate_on_imported_photos_writes_full_size_candidates(tmp_path, rando
         m = np.asarray(Image.open(root / res.path / pool[c["input_id"]]["mask"])) >= 128
         outside = ~changed_region(m, 0, default_feather(*m.shape, 64))
         assert np.array_equal(result[outside], photo[outside])
+
+
+def test_evaluate_on_imported_photos_writes_a_full_size_gallery(tmp_path, random_tiny_model):
+    from rorem_core.stages import evaluate
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    res = import_dataset(root, "test", write_folder(tmp_path / "photos"))
+    params = tiny_params(tmp_path)
+    params["evaluate"].update(steps=2, references=False, num_grid=3)
+    out = tmp_path / "eval"
+    r = evaluate.run(stage_config("evaluate", params), random_tiny_model(64), root / res.path, out)
+    assert r.metrics["remover"]["all"]["n"] == 5
+    index = json.loads((out / "gallery" / "index.json").read_text())
+    assert len(index) == 3
+    test = {e["id"]: e for e in json.loads((root / res.path / "meta.json").read_text())}
+    for e in index:
+        photo = Image.open(root / res.path / test[e["id"]]["source"])
+        assert Image.open(out / "gallery" / e["result"]).size == photo.size == Image.open(out / "gallery" / e["GT"]).size

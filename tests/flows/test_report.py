@@ -79,9 +79,11 @@ def test_report_markdown_plots_and_na_for_missing_inputs(tmp_path):
 def test_report_is_deterministic_and_drops_stale_plots(tmp_path):
     root = make_project(tmp_path / "p")
     build_report(root, root / "reports", [1, 2])
-    first = {p.name: p.read_bytes() for p in (root / "reports").iterdir()}
+    files = lambda: {p.relative_to(root).as_posix(): p.read_bytes() for p in (root / "reports").rglob("*")  # noqa: E731
+                     if p.is_file()}                     # the gallery writes a subfolder
+    first = files()
     build_report(root, root / "reports", [1, 2])
-    assert {p.name: p.read_bytes() for p in (root / "reports").iterdir()} == first
+    assert files() == first
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "reports").mkdir()
