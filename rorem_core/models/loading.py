@@ -38,13 +38,26 @@ def resolve_ref(ref: str | Path) -> ModelRef:
     if (p / REF_FILE).is_file():
         meta = json.loads((p / REF_FILE).read_text())
         base_ref = resolve_ref(_rel(p, meta["base"]))
-        unet = (_rel(p, meta["unet"]), None) if meta.get("unet") else (base_ref.unet, base_ref.unet_subfolder)
+        unet = unet_location(_rel(p, meta["unet"])) if meta.get("unet") else (base_ref.unet, base_ref.unet_subfolder)
         lora = _rel(p, meta["lora"]) if meta.get("lora") else base_ref.lora
         return ModelRef(base=base_ref.base, unet=unet[0], unet_subfolder=unet[1], lora=lora)
     if p.exists() and not (p / "model_index.json").is_file() and not (p / "unet").is_dir():
         raise FileNotFoundError(f"{p}: not a model dir (no model_index.json, unet/ or {REF_FILE}); "
                                 "run the bootstrap stage or point to a diffusers SDXL-inpainting dir")
     return ModelRef(base=str(ref), unet=str(ref), unet_subfolder="unet", lora=None)
+
+
+def unet_location(ref: str) -> tuple[str, str | None]:
+    """A UNet given on its own (RORem's released UNet, ``bootstrap.sdxl_unet``): a bare UNet folder
+    (``config.json`` + weights) or a pipeline folder with ``unet/`` inside; a hub id is taken as a bare UNet."""
+    p = Path(ref)
+    if not p.is_dir() or (p / "config.json").is_file():
+        return ref, None
+    if (p / "unet" / "config.json").is_file():
+        return ref, "unet"
+    raise FileNotFoundError(f"{p}: neither a UNet folder (config.json + weights) nor a pipeline folder with "
+                            "unet/ inside; point bootstrap.sdxl_unet at RORem's UNet folder or at the folder "
+                            "holding its unet/")
 
 
 def _rel(base_dir: Path, target: str) -> str:

@@ -43,7 +43,8 @@ def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path) -> Evalua
     test_meta = test / "meta.json" if test.is_dir() else test
     entries = read_triplets(test_meta)[: cfg.max_images]
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
-                         device=resolve_device(cfg.base.device))
+                         device=resolve_device(cfg.base.device), prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
+                         guidance_scale=cfg.guidance_scale, lora=cfg.lora)
     refs = reference_fills() if cfg.references else {}
     rows: dict[str, list[dict]] = {"remover": [], **{k: [] for k in refs}, **({"ae_ceiling": []} if refs else {})}
     grid, gallery = [], []

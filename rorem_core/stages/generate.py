@@ -52,7 +52,8 @@ def run(cfg: GenerateConfig, remover: Path, pool: Path, out_dir: Path, round_id:
     pool_meta = pool / "meta.json" if pool.is_dir() else pool
     items = read_pool(pool_meta)
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
-                         device=resolve_device(cfg.base.device))
+                         device=resolve_device(cfg.base.device), prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
+                         guidance_scale=cfg.guidance_scale, lora=cfg.lora)
     chunk = max(1, cfg.batch_size // cfg.num_seeds)   # inputs per UNet batch of inputs x seeds
     cands = []
     with atomic_dir(out_dir) as tmp:
