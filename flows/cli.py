@@ -94,6 +94,9 @@ def run_round(args: argparse.Namespace) -> int:
     """In this process (Prefect's ephemeral server unless one runs), or submitted to `rorem serve`
     when annotators are human and it runs (so the run can suspend at the gate)."""
     root = _root(args.root)
+    if args.annotators == "simulated" and (why := _simulated_refusal(root, args.round)):
+        print(f"error: {why}", file=sys.stderr)
+        return 1
     from flows.settings import prefect_env
 
     env = prefect_env(root)
@@ -113,6 +116,16 @@ def run_round(args: argparse.Namespace) -> int:
     print(f"round {summary.round}: " + ", ".join(f"{k} {v}" for k, v in summary.stages.items()))
     print(f"report: {summary.report or 'n/a'}" + (f"; tagged {summary.tag}" if summary.tag else ""))
     return 0
+
+
+def _simulated_refusal(root: Path, requested: int | None) -> str | None:
+    """tasks.rounds.simulated_refusal for the round `rorem round` would run; params.yaml is not touched."""
+    from rorem_core.contract import round_entry
+    from tasks.rounds import declared_rounds, next_round, simulated_refusal
+
+    n = requested or next_round(root, root / "params.yaml")
+    pool = declared_rounds(root / "params.yaml").get(n, round_entry(n) if n >= 1 else {}).get("pool")
+    return simulated_refusal(root, n, pool) if pool else None
 
 
 def _status(argv: list[str]) -> int:

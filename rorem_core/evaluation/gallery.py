@@ -75,8 +75,9 @@ def test_rows(root: Path, n: int) -> list[dict]:
             row = rows.setdefault(e["id"], {"id": e["id"], "source": d / e["source"], "mask": d / e["mask"],
                                             "gt": d / e["GT"] if e.get("GT") else None, "results": []})
             psnr = e.get("masked_psnr")
+            ok = e.get("success") if e.get("success") is not None else e.get("disc_success")   # GT, else disc.
             row["results"].append({"id": f"{stage}-{e['id']}", "label": label, "image": d / e["result"],
-                                   "psnr": psnr, "success": e.get("success")})
+                                   "psnr": psnr, "success": ok, "disc": e.get("disc_score")})
     return list(rows.values())
 
 
@@ -126,14 +127,16 @@ def render(root: Path, out: Path, n: int) -> Path | None:
         body.append(f'<div class="row" data-state="{state}" data-disagree="{int(row["disagree"])}">'
                     + "".join(cells) + "</div>")
     if tests:
-        body.append(f"<h2>Test split: each model of round {n} (oracle = masked PSNR vs GT)</h2>")
+        body.append(f"<h2>Test split: each model of round {n} (GT: masked PSNR vs GT; no GT: the discriminator's "
+                    "score)</h2>")
     for row in tests:
         ok = [r["success"] for r in row["results"] if r["success"] is not None]
         state = "accepted" if ok and all(ok) else "rejected" if ok else "unjudged"
         cells = [_cell(_img(row["source"], out, copied), f"source {html.escape(row['id'])}"),
                  _cell(_img(row["mask"], out, copied), "mask")]
         cells += [_cell(_img(r["image"], out, copied),
-                        f"{r['label']}<br>" + ("" if r["psnr"] is None else f"{r['psnr']:.1f} dB"))
+                        f"{r['label']}<br>" + (f"GT: {r['psnr']:.1f} dB" if r["psnr"] is not None else
+                                               f"no GT; disc.: {r['disc']:.2f}" if r.get("disc") is not None else ""))
                   for r in row["results"]]
         if row["gt"]:
             cells.append(_cell(_img(row["gt"], out, copied), "GT"))

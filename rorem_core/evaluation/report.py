@@ -113,7 +113,9 @@ def model_rows(n: int, m: dict[str, Any]) -> list[dict[str, Any]]:
     """Test-split rows of every evaluated model of round n (remover, DPO, LCM ...), references skipped."""
     named = {"evaluate": None, "evaluate_dpo": "DPO remover", "evaluate_lcm": "LCM student, 4 steps"}
     return [{"round": n, "model": rename or name, "n": dig(v, "all", "n"), "success": dig(v, "all", "success_rate"),
-             "psnr": dig(v, "all", "masked_psnr"), "unmasked_psnr": dig(v, "all", "unmasked_psnr")}
+             "psnr": dig(v, "all", "masked_psnr"), "unmasked_psnr": dig(v, "all", "unmasked_psnr"),
+             "est_success": dig(v, "all", "est_success_rate"),        # test split without GT: discriminator
+             "gt": "no" if dig(v, "all", "gt") is False else "yes"}
             for key, rename in named.items() for name, v in (m.get(key) or {}).items() if name not in REFERENCES]
 
 
@@ -149,8 +151,14 @@ DISC = [("round", "round", ""), ("n", "held-out labels", ""), ("accuracy", "accu
 PREF = [("round", "round", ""), ("pairs", "preference pairs", ""), ("dpo_acc_before", "DPO implicit acc. before", "%"),
         ("dpo_acc_after", "after", "%"), ("dpo_loss", "DPO loss first -> last", "3"),
         ("rwd_loss", "RWD loss first -> last", "3")]
-MODELS = [("round", "round", ""), ("model", "model", ""), ("n", "test images", ""), ("success", "success (oracle)", "%"),
-          ("psnr", "masked PSNR (dB)", ""), ("unmasked_psnr", "unmasked PSNR (dB)", "")]
+MODELS = [("round", "round", ""), ("model", "model", ""), ("n", "test images", ""), ("gt", "GT", ""),
+          ("success", "success (GT oracle)", "%"), ("psnr", "masked PSNR (dB)", ""),
+          ("unmasked_psnr", "unmasked PSNR (dB)", ""), ("est_success", "success (disc. estimate)", "%")]
+SOURCES = ("Where the numbers come from: **GT** = the oracle against ground truth (masked PSNR >= success_db; "
+           "test split with GT only); **humans** = annotators' labels (Table 1's human columns; the held-out "
+           "labels below); **disc.** = the round's discriminator (auto-scoring, and the estimate on a test split "
+           "without GT). The three are never combined into one number; the held-out table shows how far the "
+           "discriminator's estimate deviates from humans on the same results.")
 
 
 # ------------------------------------------------------------------------------ plots
@@ -261,7 +269,7 @@ def render(data: dict[str, Any], plots: dict[str, str | None], samples: str | No
              "## Rounds (RORem Table 1)", "", md_table(data["table1"], TABLE1), ""]
     if plots.get("rounds"):
         parts += [f"![success and PSNR per round]({plots['rounds']})", ""]
-    parts += ["## Test split by model", "", md_table(data["models"], MODELS), "",
+    parts += ["## Test split by model", "", SOURCES, "", md_table(data["models"], MODELS), "",
               "## Discriminator agreement with human labels (held-out inputs)", "",
               md_table(data["discriminator"], DISC), ""]
     if plots.get("calibration"):

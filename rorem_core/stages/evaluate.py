@@ -39,12 +39,27 @@ def _load_chunk(test_meta: Path, entries, res: int):
     return torch.stack(src), torch.stack(msk), torch.stack(gt)
 
 
-def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path) -> EvaluateResult:
+def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path, discriminator: Path | None = None
+        ) -> EvaluateResult:
+    """With GT: the oracle (masked PSNR, success) next to reference fills. Without GT (an imported test
+    split of photos): the ``discriminator``'s estimate only (evaluation/no_gt.py)."""
+    from rorem_core.evaluation.no_gt import evaluate_without_gt, has_gt
+
     test_meta = test / "meta.json" if test.is_dir() else test
-    entries = read_triplets(test_meta)[: cfg.max_images]
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
                          device=resolve_device(cfg.base.device), prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
                          guidance_scale=cfg.guidance_scale, lora=cfg.lora)
+    if not has_gt(test_meta):
+        metrics, per_image, gallery, grid = evaluate_without_gt(cfg, model, test_meta, discriminator)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "per_image.json", per_image)
+        write_gallery(test_meta, gallery, out_dir / "gallery", cfg.base.resolution)
+        sample_grid(grid, out_dir / "samples.png")     # source | mask | result | black (no GT)
+        a = metrics["remover"]["all"]
+        est = "n/a (no discriminator yet)" if a["est_success_rate"] is None else f"{100 * a['est_success_rate']:.1f}%"
+        return EvaluateResult(metrics=metrics, table=f"test split WITHOUT GT: {a['n']} images; no PSNR, no oracle; "
+                              f"success estimated by the discriminator: {est}")
+    entries = read_triplets(test_meta)[: cfg.max_images]
     refs = reference_fills() if cfg.references else {}
     rows: dict[str, list[dict]] = {"remover": [], **{k: [] for k in refs}, **({"ae_ceiling": []} if refs else {})}
     grid, gallery = [], []
@@ -88,15 +103,17 @@ def write_gallery(test_meta: Path, rows: list, out: Path, resolution: int) -> No
         index = []
         for i, (e, score, square) in enumerate(rows):
             f = lambda rel: resolve_in_root(test_meta.parent, rel, where=str(test_meta))  # noqa: E731
-            src, m, gt = load_rgb(f(e.source)), load_mask(f(e.mask)), load_rgb(f(e.GT))
+            gt_rel = getattr(e, "GT", None)
+            src, m = load_rgb(f(e.source)), load_mask(f(e.mask))
             res = paste_back(src, square, m, feather=default_feather(*m.shape, resolution)) \
                 if src.shape[:2] != (resolution, resolution) else square
             iid = str(getattr(e, "id", None) or i)
-            names = {k: f"{i:03d}_{k}.png" for k in ("source", "mask", "GT", "result")}
-            for k, arr in zip(names, (src, m, gt, res)):
-                save_png(tmp / names[k], arr)
-            index.append({"id": iid, **names, "masked_psnr": score.get("masked_psnr"),
-                          "success": score.get("success")})
+            names = {k: f"{i:03d}_{k}.png" for k in ("source", "mask", "GT", "result") if k != "GT" or gt_rel}
+            arrays = {"source": src, "mask": m, "result": res, **({"GT": load_rgb(f(gt_rel))} if gt_rel else {})}
+            for k, name in names.items():
+                save_png(tmp / name, arrays[k])
+            index.append({"id": iid, **names, "masked_psnr": score.get("masked_psnr"), "success": score.get("success"),
+                          "disc_score": score.get("disc_score"), "disc_success": score.get("disc_success")})
         write_json_atomic(tmp / "index.json", index)
 
 
@@ -106,12 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=Path, default=Path("data/test"))
     p.add_argument("--out", type=Path, required=True, help="folder for per-image scores and the sample grid")
     p.add_argument("--metrics", type=Path, required=True)
+    p.add_argument("--discriminator", type=Path, help="the round's discriminator: scores a test split WITHOUT GT")
     p.add_argument("--section", default="evaluate", choices=["evaluate", "evaluate_dpo", "evaluate_lcm"],
                    help="params.yaml section (sampler, steps): one per evaluated model kind")
     args = p.parse_args(argv)
 
     def body(cfg):
-        res = run(cfg, args.remover, args.test, args.out)
+        res = run(cfg, args.remover, args.test, args.out, args.discriminator)
         _cli.write_metrics(args.metrics, res.metrics)
         print(res.table)
         return None

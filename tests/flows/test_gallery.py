@@ -95,7 +95,7 @@ def test_gallery_images_load_and_filters_work(tmp_path, browser):
     assert visible_rows(page) == ["source A", "source B", "source C", "source t0", "source t1"]
     text = page.inner_text("body")
     assert "human: bad" in text and "disc.: 0.80 (accept)" in text and "human: not asked" in text
-    assert "DPO" in text and "LCM 4-step" in text and "25.0 dB" in text
+    assert "DPO" in text and "LCM 4-step" in text and "GT: 25.0 dB" in text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "gallery_all.png"), full_page=True)
     page.click("button[data-filter=disagreement]")
