@@ -246,12 +246,27 @@ def plot_curves(curves: dict[str, dict[int, list]], path: Path) -> str | None:
 # ------------------------------------------------------------------------------ assembly
 
 
+def _seed_row(root: Path, bootstrap: dict | None) -> dict[str, Any]:
+    """Row 0; an imported seed set (params.yaml data.seed, `rorem import seed`) replaces the bootstrap's count."""
+    import yaml
+
+    row = seed_row(bootstrap)
+    try:
+        seed = ((yaml.safe_load((root / "params.yaml").read_text()) or {}).get("data") or {}).get("seed")
+    except (OSError, yaml.YAMLError):
+        seed = None
+    meta = read_json(root / seed / "meta.json") if seed and seed != "data/seed" else None
+    if isinstance(meta, list):
+        row.update(source=seed, train_total=len(meta))
+    return row
+
+
 def collect(root: Path, rounds: Sequence[int], sources: dict[int, str] | None = None) -> dict[str, Any]:
     """All rows of the report (JSON-serialisable): table1, discriminator, preference, models."""
     per = {n: load_round(root, n) for n in rounds}
     src = sources or {}
     return {"rounds": list(rounds),
-            "table1": [seed_row(read_json(root / BOOTSTRAP))]
+            "table1": [_seed_row(root, read_json(root / BOOTSTRAP))]
                       + [round_row(n, per[n], src.get(n, f"pool round-{n}")) for n in rounds],
             "discriminator": [disc_row(n, per[n]) for n in rounds],
             "preference": [pref_row(n, per[n]) for n in rounds],

@@ -22,7 +22,7 @@ from typing import Any
 
 from rorem_core.contract import RoundPaths
 from rorem_core.io import atomic_dir, write_json_atomic, write_text_atomic
-from rorem_core.models.loading import load_scheduler_config, load_unet, resolve_ref
+from rorem_core.models.loading import load_scheduler_config, load_unet, load_vae, resolve_ref
 
 KINDS = ("sft", "dpo", "lcm")
 EVAL_STAGE = {"sft": "evaluate", "dpo": "evaluate_dpo", "lcm": "evaluate_lcm"}
@@ -45,7 +45,8 @@ def build_pipeline(ref: Path, kind: str):
     if r.lora:
         unet.fuse_lora()
         unet.unload_lora()        # keep the fused weights, drop the adapter layers: a plain UNet
-    pipe = StableDiffusionXLInpaintPipeline.from_pretrained(r.base, unet=unet)
+    # the VAE passed in: diffusers refuses to import a custom class (the tiny analytic autoencoder) by name
+    pipe = StableDiffusionXLInpaintPipeline.from_pretrained(r.base, unet=unet, vae=load_vae(ref))
     sched_cls = getattr(diffusers, SAMPLER[kind]["scheduler"])
     pipe.scheduler = sched_cls.from_config(load_scheduler_config(ref))
     return pipe
@@ -101,11 +102,16 @@ def model_card(info: dict[str, Any]) -> str:
              "(`rorem remove` does this at full resolution).", "", "## Evaluation (held-out test split)", ""]
     m = info.get("metrics") or {}
     if m:
-        lines += ["| method | " + " | ".join(sorted(next(iter(m.values())).get("all", {}))) + " |"]
+        keys = sorted(next(iter(m.values())).get("all", {}))
+        lines += ["| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+
+        def cell(v: Any) -> str:
+            return (f"{v:.4g}" if isinstance(v, float) else "[" + ", ".join(cell(x) for x in v) + "]"
+                    if isinstance(v, list) else str(v))
+
         for name, agg in m.items():
             a = agg.get("all", {})
-            lines += [f"| {name} | " + " | ".join(f"{a[k]:.4g}" if isinstance(a[k], float) else str(a[k])
-                                                    for k in sorted(a)) + " |"]
+            lines += [f"| {name} | " + " | ".join(cell(a.get(k)) for k in keys) + " |"]
     else:
         lines += ["not evaluated yet (no metrics file for this round)"]
     lines += ["", "## Training-set counts", ""]

@@ -119,3 +119,13 @@ def test_report_stage_main_reads_rounds_from_params(tmp_path, monkeypatch, capsy
     (root / "params.yaml").write_text("rounds: [1]\n")
     assert report_stage.main(["--out", "reports"]) != 0      # one clear message, no traceback
     assert "rounds must be a mapping keyed by round number" in capsys.readouterr().err
+
+
+def test_an_imported_seed_set_is_row_0(tmp_path):
+    import yaml
+
+    (tmp_path / "data/imported/seeds/s-1").mkdir(parents=True)
+    (tmp_path / "data/imported/seeds/s-1/meta.json").write_text(json.dumps([{"source": "a", "mask": "b", "GT": "c"}] * 7))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"seed": "data/imported/seeds/s-1"}}))
+    row = build_report(tmp_path, tmp_path / "reports", [1])["table1"][0]
+    assert row["source"] == "data/imported/seeds/s-1" and row["train_total"] == 7
