@@ -84,7 +84,14 @@ def load_unet(ref: str | Path, *, dtype: torch.dtype = torch.float32, with_lora:
     r = resolve_ref(ref)
     kw = {"subfolder": r.unet_subfolder} if r.unet_subfolder else {}
     check_local_weights(Path(r.unet) / (r.unet_subfolder or ""))
-    unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=dtype, **kw)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=dtype, **kw)
+    except OSError:
+        if kw or Path(r.unet).exists():
+            raise
+        # a hub id given as the UNet (bootstrap.sdxl_unet) may name a whole pipeline repo (RORem's
+        # "LetsThink/RORem"): its UNet is in unet/
+        unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=dtype, subfolder="unet")
     if unet.config.in_channels != 9:
         raise ValueError(f"{r.unet}: UNet has in_channels={unet.config.in_channels}; an inpainting "
                          "remover needs 9 (noisy latent 4 + mask 1 + masked-image latent 4)")

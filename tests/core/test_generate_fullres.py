@@ -57,3 +57,34 @@ def test_evaluate_on_imported_photos_writes_a_full_size_gallery(tmp_path, random
     for e in index:
         photo = Image.open(root / res.path / test[e["id"]]["source"])
         assert Image.open(out / "gallery" / e["result"]).size == photo.size == Image.open(out / "gallery" / e["GT"]).size
+
+
+def test_generate_takes_an_extra_lora_and_rorems_prompts(tmp_path, random_tiny_model):
+    import torch
+
+    from rorem_core.models.loading import load_unet
+    from rorem_core.models.oneshot import QUALITY_NEGATIVE, QUALITY_PROMPT
+    from rorem_core.models.unet import add_lora, save_lora
+
+    model = random_tiny_model(64)
+    unet = load_unet(model)
+    add_lora(unet, 4, ["to_q", "to_v", "conv1"], seed=5)
+    with torch.no_grad():
+        for n, p in unet.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    save_lora(unet, tmp_path / "lcm_lora")
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    res = import_dataset(root, "pool", write_folder(tmp_path / "photos", gt=False, n_plain=1), round_n=1)
+    params = tiny_params(tmp_path)
+    outs = {}
+    for name, extra in {"plain": {}, "lora": {"lora": str(tmp_path / "lcm_lora")},
+                        "cfg": {"prompt": QUALITY_PROMPT, "negative_prompt": QUALITY_NEGATIVE, "guidance_scale": 3.0}
+                        }.items():
+        params["generate"] = {**params["generate"], "num_seeds": 1, "steps": 4, "scheduler": "lcm", "strength": 0.99,
+                              **extra}
+        generate.run(stage_config("generate", params), model, root / res.path, tmp_path / name)
+        outs[name] = np.asarray(Image.open(tmp_path / name / "results" / "r1-plain0-k0.png"))
+    assert not np.array_equal(outs["plain"], outs["lora"]) and not np.array_equal(outs["plain"], outs["cfg"])
