@@ -112,3 +112,20 @@ def test_a_lora_of_another_unet_is_a_clear_error(tiny_model, tmp_path):
     build_tiny_model(other, TinyPresetConfig(unet_channels=[32, 48, 48]), 64)
     with pytest.raises(ValueError, match="do not match the encoder of this base"):
         load_discriminator(tmp_path / "rorem_disc", cache_dir=tmp_path / "cache", base=other, resolution=64)
+
+
+def test_a_hub_pipeline_repo_as_sdxl_unet_falls_back_to_its_unet_folder(tiny_model, tmp_path, monkeypatch):
+    """No hub here: from_pretrained is replaced by a stand-in that only knows the repo's unet/ subfolder."""
+    from diffusers import UNet2DConditionModel
+
+    real, calls = UNet2DConditionModel.from_pretrained, []
+
+    def fake(ref, subfolder=None, **kw):
+        calls.append(subfolder)
+        if ref == "LetsThink/RORem" and subfolder != "unet":
+            raise OSError("LetsThink/RORem does not appear to have a file named config.json")
+        return real(str(tiny_model), subfolder="unet", **kw)
+
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", fake)
+    write_ref(tmp_path / "base", tiny_model, unet="LetsThink/RORem", lora=None)
+    assert load_unet(tmp_path / "base").config.in_channels == 9 and calls == [None, "unet"]
