@@ -11,6 +11,9 @@
                                         SIMULATED annotators through a local Label Studio; prints the report
   rorem validate PATH [--kind K]        check a dataset before spending GPU hours (exit 1 if bad)
   rorem judge LIST.json                 judge removals {source, mask, result, GT}: one JSON line each
+  rorem import seed|pool|test PATH [--round N]   bring your own photos + masks (docs/own-data.md)
+  rorem remove IMAGE MASK [-o OUT] [--model M]   one-shot removal at full resolution (or two folders)
+  rorem export --round N --model sft|dpo|lcm OUT  a self-contained diffusers folder with a model card
   rorem stage NAME [ARGS...]            run one pipeline stage (what dvc.yaml calls)
   rorem labelstudio up|down|status|add-user ...   the local Label Studio service
 """
@@ -98,6 +101,9 @@ def run_round(args: argparse.Namespace) -> int:
     """In this process (Prefect's ephemeral server unless one runs), or submitted to `rorem serve`
     when annotators are human and it runs (so the run can suspend at the gate)."""
     root = _root(args.root)
+    if args.annotators == "simulated" and (why := _simulated_refusal(root, args.round)):
+        print(f"error: {why}", file=sys.stderr)
+        return 1
     from flows.settings import prefect_env
 
     env = prefect_env(root)
@@ -117,6 +123,16 @@ def run_round(args: argparse.Namespace) -> int:
     print(f"round {summary.round}: " + ", ".join(f"{k} {v}" for k, v in summary.stages.items()))
     print(f"report: {summary.report or 'n/a'}" + (f"; tagged {summary.tag}" if summary.tag else ""))
     return 0
+
+
+def _simulated_refusal(root: Path, requested: int | None) -> str | None:
+    """tasks.rounds.simulated_refusal for the round `rorem round` would run; params.yaml is not touched."""
+    from rorem_core.contract import round_entry
+    from tasks.rounds import declared_rounds, next_round, simulated_refusal
+
+    n = requested or next_round(root, root / "params.yaml")
+    pool = declared_rounds(root / "params.yaml").get(n, round_entry(n) if n >= 1 else {}).get("pool")
+    return simulated_refusal(root, n, pool) if pool else None
 
 
 def _status(argv: list[str]) -> int:
@@ -226,9 +242,145 @@ def _demo(argv: list[str]) -> int:
     return rc
 
 
+def _import(argv: list[str]) -> int:
+    """Check, normalise and write under data/imported, name it in params.yaml, then `dvc add` it."""
+    p = argparse.ArgumentParser(prog="rorem import", description="import photos + masks (docs/own-data.md)")
+    p.add_argument("kind", choices=("seed", "pool", "test"))
+    p.add_argument("path", type=Path, help="a RORem dataset (meta.json) or a folder with images/ + masks/ (+ gt/)")
+    p.add_argument("--round", type=int, help="pool only: the round it feeds (default: the next unstarted one)")
+    p.add_argument("--root")
+    args = p.parse_args(argv)
+    if args.round is not None and args.kind != "pool":
+        print(f"error: --round is for pools; a {args.kind} set is not per round (drop --round)", file=sys.stderr)
+        return 2
+    root = _root(args.root)
+    from rorem_core.data.importer import ImportRefused, import_dataset
+
+    try:
+        res = import_dataset(root, args.kind, args.path, args.round)
+    except ImportRefused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if (root / ".dvc").is_dir():     # version it like every other dataset (idempotent for the same content)
+        from tasks.dvc import dvc
+
+        for rel in filter(None, (res.path, res.hidden)):
+            dvc(root, "add", "-q", rel)
+    what = "imported" if res.changed else "already imported (nothing changed)"
+    print(f"{what}: {res.n} {args.kind} entries ({'with' if res.has_gt else 'without'} GT) -> {res.path}"
+          + (f" (GT: {res.hidden})" if res.hidden else ""))
+    for k, v in res.params.items():
+        print(f"  params.yaml {k} = {v}")
+    for note in res.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def _remove(argv: list[str]) -> int:
+    """One photo (IMAGE MASK) or two folders matched by stem; results at the photo's own size."""
+    from rorem_core.models.oneshot import QUALITY_NEGATIVE, QUALITY_PROMPT
+
+    p = argparse.ArgumentParser(prog="rorem remove", description="remove the masked object (docs/own-data.md)")
+    p.add_argument("image", type=Path, help="a photo, or a folder of photos")
+    p.add_argument("mask", type=Path, help="its mask (white = remove), or a folder of masks with the same stems")
+    p.add_argument("-o", "--out", type=Path, help="output file (folder form: folder); default <stem>_removed.png")
+    p.add_argument("--model", default="sft", help="a model folder, base, round-N, sft|dpo|lcm (newest) or KIND@N")
+    p.add_argument("--lora", type=Path, help="an extra LoRA fused on top (e.g. RORem's LCM LoRA; use --scheduler lcm)")
+    p.add_argument("--steps", type=int, help="sampler steps (default 50 Euler; 4 for an LCM model)")
+    p.add_argument("--scheduler", choices=("euler", "lcm"), help="default: lcm for an LCM model, else euler")
+    p.add_argument("--strength", type=float, default=0.99, help="RORem: 0.99")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels first (RORem: ~10)")
+    p.add_argument("--feather", type=int, help="feathered edge, px (default: two working-resolution pixels)")
+    p.add_argument("--prompt", default="", help="RORem trains with the empty prompt")
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--guidance-scale", type=float, default=1.0, help="> 1 turns classifier-free guidance on")
+    p.add_argument("--quality-prompts", action="store_true",
+                   help=f"RORem's quality prompt / negative prompt: {QUALITY_PROMPT!r} / {QUALITY_NEGATIVE!r}")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: params.yaml base.device)")
+    p.add_argument("--root")
+    args = p.parse_args(argv)
+    root = _root(args.root)
+    from rorem_core.config import stage_config
+    from rorem_core.config.base import ConfigError
+    from rorem_core.data.images import ImageError, save_png
+    from rorem_core.device import resolve_device
+    from rorem_core.models.oneshot import ModelNotFound, RemoveOptions, pairs_in, remove_many, resolve_model
+    from rorem_core.models.remover import Remover
+
+    try:
+        params = _params_or_empty(root)
+        base = stage_config("generate", params).base
+        ref, kind = resolve_model(root, args.model)
+    except (ConfigError, ModelNotFound) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    scheduler = args.scheduler or ("lcm" if kind == "lcm" or args.lora else "euler")
+    opts = RemoveOptions(steps=args.steps or (4 if scheduler == "lcm" else 50), scheduler=scheduler,
+                         strength=args.strength, seed=args.seed, dilation=args.dilate, feather=args.feather)
+    if args.image.is_dir():
+        if not args.mask.is_dir():
+            print(f"error: {args.image} is a folder, so MASK must be a folder of masks too", file=sys.stderr)
+            return 2
+        pairs, problems = pairs_in(args.image, args.mask)
+        out_dir = args.out or args.image.parent / f"{args.image.name}_removed"
+        outs = {img: out_dir / f"{img.stem}.png" for img, _ in pairs}
+    else:
+        pairs, problems = [(args.image, args.mask)], []
+        outs = {args.image: args.out or args.image.with_name(f"{args.image.stem}_removed.png")}
+    if problems:
+        print("error: unmatched files (nothing removed):\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    prompt, negative = (QUALITY_PROMPT, QUALITY_NEGATIVE) if args.quality_prompts else (args.prompt,
+                                                                                       args.negative_prompt)
+    remover = Remover.load(ref, cache_dir=base.cache_dir, resolution=base.resolution,
+                           device=resolve_device(args.device or base.device), prompt=prompt,
+                           negative_prompt=negative, guidance_scale=args.guidance_scale, lora=args.lora)
+    from tqdm import tqdm
+
+    try:
+        for img, result in tqdm(remove_many(remover, pairs, opts), total=len(pairs), desc="remove",
+                                disable=len(pairs) < 2, unit="img"):
+            save_png(outs[img], result)
+            if len(pairs) == 1:
+                print(f"{outs[img]} ({result.shape[1]}x{result.shape[0]}, model {ref})")
+    except (ImageError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if len(pairs) > 1:
+        print(f"{len(pairs)} results in {out_dir} (model {ref})")
+    return 0
+
+
+def _export(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rorem export", description="a round's model as a diffusers folder")
+    p.add_argument("out", type=Path, help="new folder: AutoPipelineForInpainting.from_pretrained(OUT) loads it")
+    p.add_argument("--round", type=int, required=True)
+    p.add_argument("--model", choices=("sft", "dpo", "lcm"), default="sft")
+    p.add_argument("--root")
+    args = p.parse_args(argv)
+    from rorem_core.models.export import ExportError, export
+
+    try:
+        info = export(_root(args.root), args.round, args.model, args.out)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"exported round {args.round} {args.model} -> {args.out} ({info['sampler']['scheduler']}, "
+          f"{info['sampler']['num_inference_steps']} steps); model card: {args.out / 'README.md'}")
+    return 0
+
+
+def _params_or_empty(root: Path) -> dict:
+    from rorem_core.config import load_params
+
+    return load_params(root / "params.yaml") if (root / "params.yaml").is_file() else {}
+
+
 COMMANDS = {"validate": _validate, "stage": _stage, "labelstudio": _labelstudio, "demo": _demo,
             "round": _round, "status": _status, "serve": _serve, "resume": _resume, "report": _report,
             "bootstrap": _bootstrap, "judge": _judge}
+COMMANDS.update({"import": _import, "remove": _remove, "export": _export})     # own data (docs/own-data.md)
 
 
 def main(argv: list[str] | None = None) -> int:

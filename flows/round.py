@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from flows.gate import annotation_gate
 from rorem_core import contract
-from tasks.rounds import Layout, add_round, declared_rounds, next_round, update_state
+from tasks.rounds import Layout, add_round, declared_rounds, next_round, simulated_refusal, update_state
 from tasks.stages import StageResult, read_metrics, run_stage, runner
 from tasks.tracking import RoundTracker, tracker_settings
 from tasks.versioning import commit_round, push_data, tag_round
@@ -146,6 +146,8 @@ def rorem_round(params: RoundParams | None = None) -> RoundSummary:
     root = Path(p.root).resolve()
     t0 = time.perf_counter()
     n, pool = resolve_round(root, p.round)
+    if p.annotators == "simulated" and (why := simulated_refusal(root, n, pool)):
+        raise ValueError(why)      # before any stage runs (the CLI checks this before the flow even starts)
     state = Layout(root, n, pool).state
     update_state(state, round=n, status="running", started=time.time(), annotators=p.annotators, error=None)
     try:

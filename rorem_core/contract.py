@@ -43,7 +43,8 @@ OUTS: dict[str, tuple[str, ...]] = {
     "build_pairs": ("data/pairs/round-{n}",),
     "train_dpo": ("models/dpo/round-{n}",),
     "distill": ("models/lcm/round-{n}",),
-    **{name: (f"results/{name}/round-{{n}}/samples.png", f"results/{name}/round-{{n}}/per_image.json")
+    **{name: (f"results/{name}/round-{{n}}/samples.png", f"results/{name}/round-{{n}}/per_image.json",
+              f"results/{name}/round-{{n}}/gallery")      # the report's HTML gallery reads it
        for name in ("evaluate", "evaluate_dpo", "evaluate_lcm")},
 }
 METRICS: dict[str, str] = {

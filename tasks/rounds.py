@@ -67,6 +67,27 @@ def hidden_for_pool(pool: str) -> str:
     return Path(*parts[:i], "hidden", *parts[i + 1:]).as_posix()
 
 
+def simulated_refusal(root: Path, n: int, pool: str) -> str | None:
+    """Why SIMULATED annotators cannot label round n's pool (it has no ground truth), else None.
+
+    They judge each candidate by its masked PSNR against the pool's hidden GT; a pool of photos
+    imported without GT has none, so the round must stop before any work and say what to use instead.
+    The bootstrap's own pools (data/pools/round-K) get their hidden GT from the bootstrap stage."""
+    try:
+        hidden = Path(root) / hidden_for_pool(pool) / "meta.json"
+    except ValueError:
+        hidden = None
+    if hidden is not None and hidden.is_file():
+        return None
+    if Path(pool).parts[:2] == ("data", "pools") and not (Path(root) / pool / "meta.json").is_file():
+        return None     # not bootstrapped yet: the bootstrap stage writes the pool and its hidden GT together
+    return (f"round {n}: --annotators simulated needs ground truth for the pool, but {pool} has none "
+            f"({hidden or 'no hidden GT folder'} is missing): simulated annotators judge every candidate against "
+            f"the hidden GT, so they cannot label photos without it. Use people instead: `rorem serve`, then "
+            f"`rorem round {n} --annotators human` (docs/own-data.md); or, for an unattended run, import a pool "
+            f"that has a gt/ folder: `rorem import pool PATH --round {n}`")
+
+
 class Layout:
     """Paths of round ``n`` relative to the project root (the stage contract)."""
 

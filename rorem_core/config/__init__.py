@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from rorem_core.config.base import BaseConfig, ConfigError, Strict, TrainParams
-from rorem_core.config.rounds import RoundSpec, parse_rounds
+from rorem_core.config.rounds import DataSpec, RoundSpec, parse_data, parse_rounds
 from rorem_core.config.stages import (
     AutoScoreConfig,
     BootstrapConfig,
@@ -38,11 +38,11 @@ from rorem_core.config.stages import (
 )
 
 __all__ = [
-    "AutoScoreConfig", "BaseConfig", "BootstrapConfig", "BuildPairsConfig", "ConfigError", "DistillConfig",
+    "AutoScoreConfig", "BaseConfig", "DataSpec", "BootstrapConfig", "BuildPairsConfig", "ConfigError", "DistillConfig",
     "EvaluateConfig", "EvaluateDPOConfig", "EvaluateLCMConfig", "GenerateConfig", "LabelsConfig",
     "ReportConfig", "RoundSpec", "STAGES", "SelectConfig", "Strict", "TrainDPOConfig",
     "TrainDiscriminatorConfig", "TrainParams", "TrainRemoverConfig", "TrainsetConfig", "check_sections",
-    "config_hash", "load_params", "load_stage_config", "parse_rounds", "stage_config", "validate_params",
+    "config_hash", "load_params", "parse_data", "load_stage_config", "parse_rounds", "stage_config", "validate_params",
 ]
 
 # The one registry: params section -> config class. evaluate_dpo / evaluate_lcm run the same
@@ -65,7 +65,7 @@ STAGES: dict[str, type[Strict]] = {
     "report": ReportConfig,
 }
 # top-level sections that are not stage configs (annotation is typed by the annotation layer)
-OTHER_SECTIONS = ("base", "rounds", "annotation")
+OTHER_SECTIONS = ("base", "rounds", "annotation", "data")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -87,6 +87,7 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
     """Check every section a params dict has; return its typed rounds."""
     check_sections(params, source)
     rounds = parse_rounds(params.get("rounds"), source)
+    parse_data(params.get("data"), source)
     for stage in STAGES:
         if stage in params:
             stage_config(stage, params, source=source)

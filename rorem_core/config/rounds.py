@@ -64,3 +64,23 @@ def _round_error(source: str, n: int, e: ValidationError, default: dict[str, str
         else:
             lines.append(f"  rounds.{n}.{key}: {err['msg']} (got {err['input']!r})")
     return f"{source}: invalid round {n}:\n" + "\n".join(lines)
+
+
+class DataSpec(Strict):
+    """``data:`` of params.yaml: the seed triplets (round 1's training set, the discriminator's anchors)
+    and the test split every evaluation reads; ``rorem import seed|test PATH`` points them elsewhere."""
+
+    seed: str = Field("data/seed", min_length=1)
+    test: str = Field("data/test", min_length=1)
+
+
+def parse_data(raw: Any, source: str = "params.yaml") -> DataSpec:
+    if raw is None:
+        return DataSpec()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: data must be a mapping (seed: ..., test: ...), found {type(raw).__name__}")
+    try:
+        return DataSpec(**raw)
+    except ValidationError as e:
+        bad = ", ".join(".".join(map(str, err["loc"])) for err in e.errors())
+        raise ConfigError(f"{source}: invalid data section ({bad}); it has keys seed and test (paths)") from None

@@ -43,6 +43,10 @@ class GenerateConfig(Strict):
     batch_size: int = Field(64, ge=1)        # UNet batch (inputs x seeds)
     composite: bool = True                   # paste the fill into the untouched source outside the mask
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    prompt: str = ""                         # RORem trains and samples with ""; its quality prompt is optional
+    negative_prompt: str = ""                # used only with guidance_scale > 1
+    guidance_scale: float = Field(1.0, ge=1.0)   # 1 = no CFG (RORem's inference)
+    lora: str | None = None                  # an extra LoRA fused on the remover (RORem's LCM LoRA: scheduler lcm, 4 steps)
 
 
 class EvaluateConfig(Strict):
@@ -59,6 +63,10 @@ class EvaluateConfig(Strict):
     eval_seed: int = 1234
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     num_grid: int = Field(8, ge=0)           # samples in the source | mask | result | GT grid
+    prompt: str = ""                         # as generate: RORem's sampling options
+    negative_prompt: str = ""
+    guidance_scale: float = Field(1.0, ge=1.0)
+    lora: str | None = None                  # an extra LoRA (evaluate_lcm with RORem's LCM LoRA)
 
 
 class EvaluateDPOConfig(EvaluateConfig):
@@ -122,6 +130,10 @@ class TrainDiscriminatorConfig(TrainParams):
     # per triplet (source, mask, GT) is good and (source, mask, source) = "object left" is bad. Training
     # only, never held out: they anchor the obvious cases when human labels are few (round 1)
     anchors: int = Field(200, ge=0)
+    # a ready discriminator dir used as this round's instead of training one: ours, or RORem's released
+    # checkpoint (pytorch_lora_weights.safetensors + cls_pred_branch.pt; its LoRA goes on the base
+    # pipeline's SDXL-inpainting UNet). Typical: round 1, before any human label exists
+    use: str | None = None
 
     @model_validator(mode="after")
     def _check_disc(self):

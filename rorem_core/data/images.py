@@ -1,5 +1,6 @@
 """Image and mask file I/O. Images: float32 (H, W, 3) in [0, 1]. Masks: bool (H, W).
 
+A photo's EXIF orientation is applied on load (what a viewer shows is what a mask is drawn on).
 Grayscale, palette and RGBA inputs are converted with PIL's ``convert("RGB")`` (alpha is
 dropped), never rejected; 16-bit grayscale is scaled to 8 bits first (``convert`` would clip it to
 255, an almost white image). Images over ``MAX_PIXELS`` are refused from their header, before any
@@ -14,7 +15,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rorem_core.io import write_bytes_atomic
 
@@ -44,7 +45,8 @@ def _open(path: str | Path) -> Image.Image:
             if w * h > MAX_PIXELS:
                 raise ImageTooLarge(f"{path}: {w}x{h} exceeds {MAX_PIXELS} pixels; downscale it first")
             im.load()
-            return im.copy()
+            # a camera's EXIF orientation is how people see (and draw masks on) the photo
+            return ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im.copy()
     except Image.DecompressionBombError as e:  # PIL's own header check (> 2x its limit) fired first
         raise ImageTooLarge(f"{path}: {e}; downscale it first") from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:

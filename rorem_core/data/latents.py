@@ -25,6 +25,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rorem_core.data.fullres import letterbox_image, letterbox_mask
 from rorem_core.data.images import load_mask, load_rgb
 from rorem_core.io import atomic_path, sha256_bytes
 from rorem_core.models.loading import vae_scale_factor
@@ -46,7 +47,10 @@ def vae_fingerprint(vae) -> str:
 
 
 def image_to_tensor(img: np.ndarray, resolution: int) -> torch.Tensor:
-    """(H, W, 3) float [0,1] -> (3, R, R) in [-1, 1]; resized like RORem (square, bicubic)."""
+    """(H, W, 3) float [0,1] -> (3, R, R) in [-1, 1]; resized like RORem (square, bicubic). A
+    non-square image is letterboxed first (data/fullres.py), so its aspect ratio is kept."""
+    if img.shape[0] != img.shape[1]:
+        img = letterbox_image(img)
     if img.shape[:2] != (resolution, resolution):
         pil = Image.fromarray(np.clip(np.rint(img * 255), 0, 255).astype(np.uint8))
         img = np.asarray(pil.resize((resolution, resolution), Image.BICUBIC), np.float32) / 255.0
@@ -54,8 +58,13 @@ def image_to_tensor(img: np.ndarray, resolution: int) -> torch.Tensor:
 
 
 def mask_to_tensor(mask: np.ndarray, resolution: int) -> torch.Tensor:
-    """(H, W) bool -> (1, R, R) float {0, 1}; nearest resize keeps it binary."""
-    if mask.shape != (resolution, resolution):
+    """(H, W) bool -> (1, R, R) float {0, 1}; nearest resize keeps it binary (letterboxed like the image)."""
+    if mask.shape[0] != mask.shape[1]:
+        mask = letterbox_mask(mask)
+    if mask.shape[0] > resolution:   # downscaling a photo's mask: a cell with any object pixel is masked
+        pil = Image.fromarray(mask.astype(np.uint8) * 255)
+        mask = np.asarray(pil.resize((resolution, resolution), Image.BOX)) > 0
+    elif mask.shape != (resolution, resolution):
         pil = Image.fromarray(mask.astype(np.uint8) * 255)
         mask = np.asarray(pil.resize((resolution, resolution), Image.NEAREST)) >= 128
     return torch.from_numpy(mask.astype(np.float32))[None]

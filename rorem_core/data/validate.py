@@ -302,6 +302,14 @@ def validate_dataset(path: str | Path, kind: str | None = None) -> ValidationRep
     entries = _entries(data, kind, meta, report)
     if entries is None:
         return report
+    return check_entries(entries, kind, meta, report)
+
+
+def check_entries(entries: list[Any], kind: str, meta: Path, report: ValidationReport | None = None
+                  ) -> ValidationReport:
+    """Check in-memory entries as if they were ``meta``'s (paths relative to ``meta.parent``); used by
+    ``validate_dataset`` and by ``rorem import`` for a folder without meta.json."""
+    report = report or ValidationReport(path=str(meta), kind=kind)
     report.n_entries = len(entries)
     if not entries:
         report.problems.append(Problem(str(meta), None, "no entries", "regenerate the dataset or point to another one"))
@@ -331,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if report.ok else 1
 
 
-__all__ = ["DatasetInvalid", "KINDS", "Problem", "ValidationReport", "detect_kind", "main",
+__all__ = ["DatasetInvalid", "KINDS", "Problem", "ValidationReport", "check_entries", "detect_kind", "main",
            "require_valid", "validate_dataset"]
 
 

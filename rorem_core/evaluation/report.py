@@ -115,7 +115,9 @@ def model_rows(n: int, m: dict[str, Any]) -> list[dict[str, Any]]:
     """Test-split rows of every evaluated model of round n (remover, DPO, LCM ...), references skipped."""
     named = {"evaluate": None, "evaluate_dpo": "DPO remover", "evaluate_lcm": "LCM student, 4 steps"}
     return [{"round": n, "model": rename or name, "n": dig(v, "all", "n"), "success": dig(v, "all", "success_rate"),
-             "psnr": dig(v, "all", "masked_psnr"), "unmasked_psnr": dig(v, "all", "unmasked_psnr")}
+             "psnr": dig(v, "all", "masked_psnr"), "unmasked_psnr": dig(v, "all", "unmasked_psnr"),
+             "est_success": dig(v, "all", "est_success_rate"),        # test split without GT: discriminator
+             "gt": "no" if dig(v, "all", "gt") is False else "yes"}
             for key, rename in named.items() for name, v in (m.get(key) or {}).items() if name not in REFERENCES]
 
 
@@ -151,8 +153,14 @@ DISC = [("round", "round", ""), ("n", "held-out labels", ""), ("accuracy", "accu
 PREF = [("round", "round", ""), ("pairs", "preference pairs", ""), ("dpo_acc_before", "DPO implicit acc. before", "%"),
         ("dpo_acc_after", "after", "%"), ("dpo_loss", "DPO loss first -> last", "3"),
         ("rwd_loss", "RWD loss first -> last", "3")]
-MODELS = [("round", "round", ""), ("model", "model", ""), ("n", "test images", ""), ("success", "success (oracle)", "%"),
-          ("psnr", "masked PSNR (dB)", ""), ("unmasked_psnr", "unmasked PSNR (dB)", "")]
+MODELS = [("round", "round", ""), ("model", "model", ""), ("n", "test images", ""), ("gt", "GT", ""),
+          ("success", "success (GT oracle)", "%"), ("psnr", "masked PSNR (dB)", ""),
+          ("unmasked_psnr", "unmasked PSNR (dB)", ""), ("est_success", "success (disc. estimate)", "%")]
+SOURCES = ("Where the numbers come from: **GT** = the oracle against ground truth (masked PSNR >= success_db; "
+           "test split with GT only); **humans** = annotators' labels (Table 1's human columns; the held-out "
+           "labels below); **disc.** = the round's discriminator (auto-scoring, and the estimate on a test split "
+           "without GT). The three are never combined into one number; the held-out table shows how far the "
+           "discriminator's estimate deviates from humans on the same results.")
 
 
 QUALITY = [("round", "round", ""), ("annotator", "annotator", ""), ("gold_answers", "gold answers", ""),
@@ -279,12 +287,27 @@ def plot_curves(curves: dict[str, dict[int, list]], path: Path) -> str | None:
 # ------------------------------------------------------------------------------ assembly
 
 
+def _seed_row(root: Path, bootstrap: dict | None) -> dict[str, Any]:
+    """Row 0; an imported seed set (params.yaml data.seed, `rorem import seed`) replaces the bootstrap's count."""
+    import yaml
+
+    row = seed_row(bootstrap)
+    try:
+        seed = ((yaml.safe_load((root / "params.yaml").read_text()) or {}).get("data") or {}).get("seed")
+    except (OSError, yaml.YAMLError):
+        seed = None
+    meta = read_json(root / seed / "meta.json") if seed and seed != "data/seed" else None
+    if isinstance(meta, list):
+        row.update(source=seed, train_total=len(meta))
+    return row
+
+
 def collect(root: Path, rounds: Sequence[int], sources: dict[int, str] | None = None) -> dict[str, Any]:
     """All rows of the report (JSON-serialisable): table1, discriminator, preference, models."""
     per = {n: load_round(root, n) for n in rounds}
     src = sources or {}
     return {"rounds": list(rounds),
-            "table1": [seed_row(read_json(root / BOOTSTRAP))]
+            "table1": [_seed_row(root, read_json(root / BOOTSTRAP))]
                       + [round_row(n, per[n], src.get(n, f"pool round-{n}")) for n in rounds],
             "discriminator": [disc_row(n, per[n]) for n in rounds],
             "preference": [pref_row(n, per[n]) for n in rounds],
@@ -303,7 +326,7 @@ def render(data: dict[str, Any], plots: dict[str, str | None], samples: str | No
              "## Rounds (RORem Table 1)", "", md_table(data["table1"], TABLE1), ""]
     if plots.get("rounds"):
         parts += [f"![success and PSNR per round]({plots['rounds']})", ""]
-    parts += ["## Test split by model", "", md_table(data["models"], MODELS), "",
+    parts += ["## Test split by model", "", SOURCES, "", md_table(data["models"], MODELS), "",
               "## Discriminator agreement with human labels (held-out inputs)", "",
               md_table(data["discriminator"], DISC), ""]
     if plots.get("calibration"):
@@ -336,7 +359,17 @@ def build_report(root: Path, out_dir: Path, rounds: Sequence[int], *, sources: d
     if rounds and (root / SAMPLES.format(n=rounds[-1])).is_file():
         samples = f"samples_round-{rounds[-1]}.png"
         shutil.copyfile(root / SAMPLES.format(n=rounds[-1]), out_dir / samples)
-    write_text_atomic(out_dir / "report.md", render(data, plots, samples, title))
-    summary = {**data, "plots": {k: v for k, v in plots.items() if v}, "samples": samples}
+    gallery = None
+    if rounds:   # the newest round's pictures, one row per input (evaluation/gallery.py)
+        from rorem_core.evaluation.gallery import render as render_gallery
+
+        page = render_gallery(root, out_dir, rounds[-1])
+        gallery = page.name if page else None
+    text = render(data, plots, samples, title)
+    if gallery:
+        text += (f"\n## Gallery\n\n[Round {rounds[-1]}, input by input]({gallery}): source, mask, each model's "
+                 "result, GT when known, human verdict and discriminator score, with filters.\n")
+    write_text_atomic(out_dir / "report.md", text)
+    summary = {**data, "plots": {k: v for k, v in plots.items() if v}, "samples": samples, "gallery": gallery}
     write_json_atomic(out_dir / "summary.json", summary)
     return summary

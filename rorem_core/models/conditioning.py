@@ -42,6 +42,12 @@ class PromptEmbeds:
 @torch.no_grad()
 def encode_empty_prompt(base: str) -> PromptEmbeds:
     """Run both tokenizers/text encoders once on "" (loads and frees them)."""
+    return encode_prompt(base, "")
+
+
+@torch.no_grad()
+def encode_prompt(base: str, prompt: str) -> PromptEmbeds:
+    """Both tokenizers/text encoders on ``prompt`` (SDXL's layout; RORem's quality prompt for CFG)."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     hiddens, pooled = [], None
@@ -49,7 +55,7 @@ def encode_empty_prompt(base: str) -> PromptEmbeds:
                                      ("tokenizer_2", "text_encoder_2", CLIPTextModelWithProjection)):
         tok = CLIPTokenizer.from_pretrained(base, subfolder=tok_sub)
         te = te_cls.from_pretrained(base, subfolder=te_sub).eval()
-        ids = tok([""], padding="max_length", max_length=tok.model_max_length, truncation=True,
+        ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids
         out = te(ids, output_hidden_states=True)
         hiddens.append(out.hidden_states[-2])         # penultimate layer, as SDXL
@@ -59,20 +65,21 @@ def encode_empty_prompt(base: str) -> PromptEmbeds:
     return PromptEmbeds(hidden=torch.cat(hiddens, dim=-1).float(), pooled=pooled.float())
 
 
-def load_prompt_embeds(ref: str | Path, cache_dir: str | Path) -> PromptEmbeds:
-    """Empty-prompt embeddings: from ``<base>/prompt_embeds.safetensors`` if shipped, else a cache
-    file keyed by the base ref, else computed once and cached."""
+def load_prompt_embeds(ref: str | Path, cache_dir: str | Path, prompt: str = "") -> PromptEmbeds:
+    """Prompt embeddings (default the empty prompt): from ``<base>/prompt_embeds.safetensors`` if shipped
+    (empty prompt only), else a cache file keyed by the base ref and the prompt, else computed once."""
     base = resolve_ref(ref).base
-    candidates = [Path(base) / EMBED_FILE,
-                  Path(cache_dir) / "prompt" / f"{hashlib.sha256(base.encode()).hexdigest()[:24]}.safetensors"]
+    key = base if prompt == "" else base + "\0" + prompt     # the empty prompt keeps its old cache key
+    candidates = ([Path(base) / EMBED_FILE] if prompt == "" else []) + \
+        [Path(cache_dir) / "prompt" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"]
     for f in candidates:
         if f.is_file():
             check_safetensors(f, fix=f"delete {f} if it is a cache file (it is recomputed), else restore it "
                                      "with `dvc checkout`")
             t = load_file(str(f))
             return PromptEmbeds(hidden=t["hidden"], pooled=t["pooled"])
-    emb = encode_empty_prompt(base)
-    save_prompt_embeds(candidates[1], emb)
+    emb = encode_prompt(base, prompt)
+    save_prompt_embeds(candidates[-1], emb)
     return emb
 
 

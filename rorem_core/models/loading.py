@@ -38,13 +38,26 @@ def resolve_ref(ref: str | Path) -> ModelRef:
     if (p / REF_FILE).is_file():
         meta = json.loads((p / REF_FILE).read_text())
         base_ref = resolve_ref(_rel(p, meta["base"]))
-        unet = (_rel(p, meta["unet"]), None) if meta.get("unet") else (base_ref.unet, base_ref.unet_subfolder)
+        unet = unet_location(_rel(p, meta["unet"])) if meta.get("unet") else (base_ref.unet, base_ref.unet_subfolder)
         lora = _rel(p, meta["lora"]) if meta.get("lora") else base_ref.lora
         return ModelRef(base=base_ref.base, unet=unet[0], unet_subfolder=unet[1], lora=lora)
     if p.exists() and not (p / "model_index.json").is_file() and not (p / "unet").is_dir():
         raise FileNotFoundError(f"{p}: not a model dir (no model_index.json, unet/ or {REF_FILE}); "
                                 "run the bootstrap stage or point to a diffusers SDXL-inpainting dir")
     return ModelRef(base=str(ref), unet=str(ref), unet_subfolder="unet", lora=None)
+
+
+def unet_location(ref: str) -> tuple[str, str | None]:
+    """A UNet given on its own (RORem's released UNet, ``bootstrap.sdxl_unet``): a bare UNet folder
+    (``config.json`` + weights) or a pipeline folder with ``unet/`` inside; a hub id is taken as a bare UNet."""
+    p = Path(ref)
+    if not p.is_dir() or (p / "config.json").is_file():
+        return ref, None
+    if (p / "unet" / "config.json").is_file():
+        return ref, "unet"
+    raise FileNotFoundError(f"{p}: neither a UNet folder (config.json + weights) nor a pipeline folder with "
+                            "unet/ inside; point bootstrap.sdxl_unet at RORem's UNet folder or at the folder "
+                            "holding its unet/")
 
 
 def _rel(base_dir: Path, target: str) -> str:
@@ -71,7 +84,14 @@ def load_unet(ref: str | Path, *, dtype: torch.dtype = torch.float32, with_lora:
     r = resolve_ref(ref)
     kw = {"subfolder": r.unet_subfolder} if r.unet_subfolder else {}
     check_local_weights(Path(r.unet) / (r.unet_subfolder or ""))
-    unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=dtype, **kw)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=dtype, **kw)
+    except OSError:
+        if kw or Path(r.unet).exists():
+            raise
+        # a hub id given as the UNet (bootstrap.sdxl_unet) may name a whole pipeline repo (RORem's
+        # "LetsThink/RORem"): its UNet is in unet/
+        unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=dtype, subfolder="unet")
     if unet.config.in_channels != 9:
         raise ValueError(f"{r.unet}: UNet has in_channels={unet.config.in_channels}; an inpainting "
                          "remover needs 9 (noisy latent 4 + mask 1 + masked-image latent 4)")

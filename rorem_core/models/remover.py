@@ -29,17 +29,31 @@ class Remover:
     scheduler_config: dict
     resolution: int
     name: str
+    uncond: PromptEmbeds | None = None   # the negative prompt's embeddings when CFG is on
+    guidance_scale: float = 1.0          # 1 = no CFG (RORem's inference); > 1: uncond + g * (cond - uncond)
 
     @classmethod
     def load(cls, ref: str | Path, *, cache_dir: str, resolution: int, dtype: str = "fp32",
-             device: str = "cpu") -> "Remover":
+             device: str = "cpu", prompt: str = "", negative_prompt: str = "", guidance_scale: float = 1.0,
+             lora: str | Path | None = None) -> "Remover":
+        """``lora``: an extra LoRA dir (e.g. RORem's LCM LoRA) fused on top of the ref's UNet."""
+        from rorem_core.models.loading import load_lora_into
+
         dt = DTYPES[dtype]
         unet = load_unet(ref, dtype=dt).to(device).eval()
         if resolve_ref(ref).lora:
             unet.fuse_lora()  # merge a DPO / LCM LoRA into the weights: no adapter cost per step (RORem 4S)
+        if lora:
+            if resolve_ref(ref).lora:
+                unet.unload_lora()   # keep the fused weights, drop the adapter modules before the next LoRA
+            load_lora_into(unet, lora, adapter_name="extra")
+            unet.fuse_lora()
         vae = load_vae(ref, dtype=torch.float32 if dtype == "fp16" else dt).to(device)
-        return cls(unet=unet, vae=vae, cond=load_prompt_embeds(ref, cache_dir),
-                   scheduler_config=load_scheduler_config(ref), resolution=resolution, name=str(ref))
+        cfg = guidance_scale > 1.0
+        return cls(unet=unet, vae=vae, cond=load_prompt_embeds(ref, cache_dir, prompt),
+                   scheduler_config=load_scheduler_config(ref), resolution=resolution, name=str(ref),
+                   uncond=load_prompt_embeds(ref, cache_dir, negative_prompt) if cfg else None,
+                   guidance_scale=guidance_scale)
 
     @property
     def device(self) -> torch.device:
@@ -80,6 +94,9 @@ class Remover:
         for t in timesteps:
             model_in = sched.scale_model_input(z, t)
             pred = unet_forward(self.unet, model_in, t, batch, self.cond, self.resolution)
+            if self.uncond is not None:   # classifier-free guidance (diffusers' rule)
+                pred_u = unet_forward(self.unet, model_in, t, batch, self.uncond, self.resolution)
+                pred = pred_u + self.guidance_scale * (pred - pred_u)
             z = sched.step(pred.float(), t, z, generator=gens).prev_sample
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         z = z / self.vae.config.scaling_factor + shift

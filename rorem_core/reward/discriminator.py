@@ -279,7 +279,11 @@ def _load_lora(unet, path: Path, rank: int) -> None:
     sd = {k.removeprefix("unet."): v for k, v in load_file(str(path)).items() if k.startswith("unet.")}
     sd = convert_unet_state_dict_to_peft(sd)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=ATTN_TARGETS))
-    res = set_peft_model_state_dict(unet, sd, adapter_name="default")
+    try:
+        res = set_peft_model_state_dict(unet, sd, adapter_name="default")
+    except RuntimeError as e:   # same names, other shapes: a LoRA of another UNet
+        raise ValueError(f"{path}: LoRA shapes do not match the encoder of this base ({str(e)[:300]}); "
+                         "pass the base model the discriminator was trained on (RORem's: SDXL-inpainting)") from e
     expected = set(get_peft_model_state_dict(unet))
     missing = expected - set(sd)
     if getattr(res, "unexpected_keys", None) or missing:
@@ -308,7 +312,9 @@ def read_info(path: str | Path, *, base: str | Path | None = None, resolution: i
         if base is None:
             raise ValueError(f"{p}: a RORem discriminator checkpoint names no base model; pass base=<the "
                              "SDXL-inpainting dir it was trained on> (base.model_dir)")
-        return DiscriminatorInfo(base=str(base), mode="lora", lora_rank=_lora_rank(p / LORA_FILE),
+        # the LoRA belongs on the pipeline's own UNet (RORem's: SDXL-inpainting), never on a remover UNet
+        # that models/base swapped in (bootstrap.sdxl_unet), which has the same keys and would load silently
+        return DiscriminatorInfo(base=str(resolve_ref(base).base), mode="lora", lora_rank=_lora_rank(p / LORA_FILE),
                                  loss="softplus_mse", threshold=0.5, resolution=resolution)
     raise FileNotFoundError(f"{p}: no {INFO_FILE} (ours) and no {RORem_HEAD_FILE} + {LORA_FILE} (RORem's); "
                             "run the train_discriminator stage or point to a RORem discriminator dir")
@@ -334,3 +340,24 @@ def load_discriminator(path: str | Path, *, cache_dir: str | Path, base: str | P
     info = info.model_copy(update={"head_channels": head[0].in_channels, "head_groups": head[1].num_groups})
     disc = Discriminator(unet, head, load_prompt_embeds(info.base, cache_dir), vae_factor(info.base), info)
     return disc.eval().requires_grad_(False)
+
+
+def adopt(src: str | Path, base: str | Path, out_dir: Path, *, cache_dir: str | Path, resolution: int) -> DiscriminatorInfo:
+    """Use a ready discriminator (ours, or RORem's LoRA + ``cls_pred_branch.pt``) as a round's: it is
+    loaded once on ``base``'s pipeline UNet (a key or shape mismatch fails here, named), then copied to
+    ``out_dir`` with a ``discriminator.json`` naming that base, so later stages need no extra argument."""
+    import shutil
+
+    from rorem_core.io import atomic_dir
+
+    src = Path(src)
+    info = read_info(src, base=base, resolution=resolution)
+    load_discriminator(src, cache_dir=cache_dir, base=base, resolution=resolution)   # fail early and clearly
+    with atomic_dir(out_dir) as tmp:
+        for f in (LORA_FILE, HEAD_FILE, ENCODER_FILE, RORem_HEAD_FILE):
+            if (src / f).is_file():
+                shutil.copyfile(src / f, tmp / f)
+        local = Path(info.base)
+        rel = os.path.relpath(local.resolve(), Path(out_dir).resolve()) if local.exists() else info.base
+        write_json_atomic(tmp / INFO_FILE, info.model_copy(update={"base": rel}).model_dump())
+    return info

@@ -39,15 +39,31 @@ def _load_chunk(test_meta: Path, entries, res: int):
     return torch.stack(src), torch.stack(msk), torch.stack(gt)
 
 
-def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path, *, save_fills: bool = False) -> EvaluateResult:
-    """``save_fills``: also write the remover's and the ceiling's fills as PNGs (``fills.json`` lists them)."""
+def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path, discriminator: Path | None = None, *,
+        save_fills: bool = False) -> EvaluateResult:
+    """With GT: the oracle (masked PSNR, success) next to reference fills. Without GT (an imported test
+    split of photos): the ``discriminator``'s estimate only (evaluation/no_gt.py). ``save_fills``: also
+    write the remover's and the ceiling's fills as PNGs (``fills.json`` lists them)."""
+    from rorem_core.evaluation.no_gt import evaluate_without_gt, has_gt
+
     test_meta = dataset_file(test)
-    entries = read_triplets(test_meta)[: cfg.max_images]
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
-                         device=resolve_device(cfg.base.device))
+                         device=resolve_device(cfg.base.device), prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
+                         guidance_scale=cfg.guidance_scale, lora=cfg.lora)
+    if not has_gt(test_meta):
+        metrics, per_image, gallery, grid = evaluate_without_gt(cfg, model, test_meta, discriminator)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "per_image.json", per_image)
+        write_gallery(test_meta, gallery, out_dir / "gallery", cfg.base.resolution)
+        sample_grid(grid, out_dir / "samples.png")     # source | mask | result | black (no GT)
+        a = metrics["remover"]["all"]
+        est = "n/a (no discriminator yet)" if a["est_success_rate"] is None else f"{100 * a['est_success_rate']:.1f}%"
+        return EvaluateResult(metrics=metrics, table=f"test split WITHOUT GT: {a['n']} images; no PSNR, no oracle; "
+                              f"success estimated by the discriminator: {est}")
+    entries = read_triplets(test_meta)[: cfg.max_images]
     refs = reference_fills() if cfg.references else {}
     rows: dict[str, list[dict]] = {"remover": [], **{k: [] for k in refs}, **({"ae_ceiling": []} if refs else {})}
-    grid, fills = [], {}
+    grid, fills, gallery = [], {}, []
     for lo in range(0, len(entries), cfg.batch_size):
         chunk = entries[lo:lo + cfg.batch_size]
         src, msk, gt = _load_chunk(test_meta, chunk, cfg.base.resolution)
@@ -74,13 +90,40 @@ def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path, *, save_f
                         fills.setdefault(name, []).append(f"fills/{name}/{idx:04d}.png")
             if len(grid) < cfg.num_grid:
                 grid.append((s, m, _np(out[i]), g))
+                gallery.append((e, rows["remover"][-1], _np(out[i])))
     metrics = {name: summarise(r) for name, r in rows.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "per_image.json", rows["remover"])
     sample_grid(grid, out_dir / "samples.png")
     if save_fills:
         write_json_atomic(out_dir / "fills.json", fills)
+    write_gallery(test_meta, gallery, out_dir / "gallery", cfg.base.resolution)
     return EvaluateResult(metrics=metrics, table=format_table(metrics))
+
+
+def write_gallery(test_meta: Path, rows: list, out: Path, resolution: int) -> None:
+    """The grid's inputs as files for the report's HTML gallery: source, mask, GT and this model's
+    result, at each photo's own size (pasted back); ``index.json`` = [{id, source, mask, GT, result, ...}]."""
+    from rorem_core.data.fullres import default_feather, paste_back
+    from rorem_core.data.images import save_png
+    from rorem_core.io import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        index = []
+        for i, (e, score, square) in enumerate(rows):
+            f = lambda rel: resolve_in_root(test_meta.parent, rel, where=str(test_meta))  # noqa: E731
+            gt_rel = getattr(e, "GT", None)
+            src, m = load_rgb(f(e.source)), load_mask(f(e.mask))
+            res = paste_back(src, square, m, feather=default_feather(*m.shape, resolution)) \
+                if src.shape[:2] != (resolution, resolution) else square
+            iid = str(getattr(e, "id", None) or i)
+            names = {k: f"{i:03d}_{k}.png" for k in ("source", "mask", "GT", "result") if k != "GT" or gt_rel}
+            arrays = {"source": src, "mask": m, "result": res, **({"GT": load_rgb(f(gt_rel))} if gt_rel else {})}
+            for k, name in names.items():
+                save_png(tmp / name, arrays[k])
+            index.append({"id": iid, **names, "masked_psnr": score.get("masked_psnr"), "success": score.get("success"),
+                          "disc_score": score.get("disc_score"), "disc_success": score.get("disc_success")})
+        write_json_atomic(tmp / "index.json", index)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=Path, default=Path("data/test"))
     p.add_argument("--out", type=Path, required=True, help="folder for per-image scores and the sample grid")
     p.add_argument("--metrics", type=Path, required=True)
+    p.add_argument("--discriminator", type=Path, help="the round's discriminator: scores a test split WITHOUT GT")
     p.add_argument("--section", default="evaluate", choices=["evaluate", "evaluate_dpo", "evaluate_lcm"],
                    help="params.yaml section (sampler, steps): one per evaluated model kind")
     args = p.parse_args(argv)
 
     def body(cfg):
-        res = run(cfg, args.remover, args.test, args.out)
+        res = run(cfg, args.remover, args.test, args.out, args.discriminator)
         _cli.write_metrics(args.metrics, res.metrics)
         print(res.table)
         return None

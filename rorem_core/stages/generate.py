@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from rorem_core.config import GenerateConfig
 from rorem_core.data.formats import Candidate, dataset_file, read_pool, resolve_in_root, write_candidates
+from rorem_core.data.fullres import default_feather, paste_back
 from rorem_core.data.images import load_mask, load_rgb, save_png
 from rorem_core.data.latents import image_to_tensor, mask_to_tensor
 from rorem_core.data.masks import dilate
@@ -31,14 +32,18 @@ def candidate_seed(base_seed: int, round_id: int, index: int, k: int) -> int:
     return int(np.random.default_rng([base_seed, round_id, index, k]).integers(2**31))
 
 
-def load_inputs(pool_meta: Path, items, resolution: int, dilation: int):
-    """(images (N,3,R,R) in [-1,1], masks (N,1,R,R)) for a chunk of pool items."""
+def load_inputs(pool_meta: Path, items, resolution: int, dilation: int, originals: list | None = None):
+    """(images (N,3,R,R) in [-1,1], masks (N,1,R,R)) for a chunk of pool items. Photos of another
+    size are letterboxed; with ``originals`` given, their full-size (image, mask) are appended to it."""
     imgs, masks = [], []
     for it in items:
         where = f"{pool_meta} entry {it.id}"
-        imgs.append(image_to_tensor(load_rgb(resolve_in_root(pool_meta.parent, it.source, where=where)), resolution))
+        img = load_rgb(resolve_in_root(pool_meta.parent, it.source, where=where))
+        imgs.append(image_to_tensor(img, resolution))
         m = load_mask(resolve_in_root(pool_meta.parent, it.mask, where=where))
         masks.append(mask_to_tensor(dilate(m, dilation) if dilation else m, resolution))
+        if originals is not None:
+            originals.append((img, m) if img.shape[:2] != (resolution, resolution) else None)
     return torch.stack(imgs), torch.stack(masks)
 
 
@@ -47,7 +52,8 @@ def run(cfg: GenerateConfig, remover: Path, pool: Path, out_dir: Path, round_id:
     pool_meta = dataset_file(pool)
     items = read_pool(pool_meta)
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
-                         device=resolve_device(cfg.base.device))
+                         device=resolve_device(cfg.base.device), prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
+                         guidance_scale=cfg.guidance_scale, lora=cfg.lora)
     chunk = max(1, cfg.batch_size // cfg.num_seeds)   # inputs per UNet batch of inputs x seeds
     cands = []
     with atomic_dir(out_dir) as tmp:
@@ -59,7 +65,8 @@ def run(cfg: GenerateConfig, remover: Path, pool: Path, out_dir: Path, round_id:
 
 def _generate_chunk(cfg, model, pool_meta, items, lo, hi, tmp: Path, round_id: int, model_name: str):
     k = cfg.num_seeds
-    imgs, masks = load_inputs(pool_meta, items[lo:hi], cfg.base.resolution, cfg.mask_dilation)
+    originals: list = []
+    imgs, masks = load_inputs(pool_meta, items[lo:hi], cfg.base.resolution, cfg.mask_dilation, originals)
     # rows are input-major with k seeds each: (n*k, ...), one UNet batch
     seeds = [candidate_seed(cfg.base.seed, round_id, i, j) for i in range(lo, lo + len(imgs)) for j in range(k)]
     rep_img, rep_mask = imgs.repeat_interleave(k, 0), masks.repeat_interleave(k, 0)
@@ -69,11 +76,17 @@ def _generate_chunk(cfg, model, pool_meta, items, lo, hi, tmp: Path, round_id: i
         out = composite(out, rep_img, rep_mask)
     cands = []
     for i, it in enumerate(items[lo:hi]):
-        save_png(tmp / "inputs" / f"{it.id}_source.png", _to_np(imgs[i]))
-        save_png(tmp / "inputs" / f"{it.id}_mask.png", masks[i, 0].numpy() > 0.5)
+        full = originals[i]   # a photo of another size: everything a person sees is at its own size
+        save_png(tmp / "inputs" / f"{it.id}_source.png", full[0] if full else _to_np(imgs[i]))
+        save_png(tmp / "inputs" / f"{it.id}_mask.png",
+                 dilate(full[1], cfg.mask_dilation) if full else masks[i, 0].numpy() > 0.5)
         for j in range(k):
             row, cid = i * k + j, f"r{round_id}-{it.id}-k{j}"
-            save_png(tmp / "results" / f"{cid}.png", _to_np(out[row]))
+            result = _to_np(out[row])
+            if full:
+                feather = default_feather(*full[1].shape, cfg.base.resolution)
+                result = paste_back(full[0], result, full[1], dilation=cfg.mask_dilation, feather=feather)
+            save_png(tmp / "results" / f"{cid}.png", result)
             cands.append(Candidate(id=cid, round=round_id, input_id=it.id, seed=seeds[row], model=model_name,
                                    steps=cfg.steps, scheduler=cfg.scheduler, strength=cfg.strength,
                                    source=f"inputs/{it.id}_source.png", mask=f"inputs/{it.id}_mask.png",

@@ -37,6 +37,13 @@ def _optional(p: Path | None) -> Path | None:
 
 def run(cfg: TrainDiscriminatorConfig, init: Path, labels: list[Path], out_dir: Path, *, prev: Path | None = None,
         round_id: int = 1, anchors: Path | None = None) -> TrainDiscriminatorResult:
+    if cfg.use:   # a ready discriminator (e.g. RORem's) serves as this round's: nothing is trained
+        from rorem_core.reward.discriminator import adopt
+
+        info = adopt(cfg.use, init, out_dir, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution)
+        return TrainDiscriminatorResult(out_dir=str(out_dir), metrics={
+            "adopted": cfg.use, "base": info.base, "loss": info.loss, "threshold": info.threshold,
+            "heldout": None, "why": "train_discriminator.use: not trained here, so no held-out agreement figures"})
     metrics = train_discriminator(cfg, init, [meta_of(p) for p in labels], out_dir, prev=prev,
                                   run_name=f"train_discriminator/round-{round_id}", wandb_group=f"round-{round_id}",
                                   anchors=anchors)

@@ -79,9 +79,11 @@ def test_report_markdown_plots_and_na_for_missing_inputs(tmp_path):
 def test_report_is_deterministic_and_drops_stale_plots(tmp_path):
     root = make_project(tmp_path / "p")
     build_report(root, root / "reports", [1, 2])
-    first = {p.name: p.read_bytes() for p in (root / "reports").iterdir()}
+    files = lambda: {p.relative_to(root).as_posix(): p.read_bytes() for p in (root / "reports").rglob("*")  # noqa: E731
+                     if p.is_file()}                     # the gallery writes a subfolder
+    first = files()
     build_report(root, root / "reports", [1, 2])
-    assert {p.name: p.read_bytes() for p in (root / "reports").iterdir()} == first
+    assert files() == first
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "reports").mkdir()
@@ -117,3 +119,13 @@ def test_report_stage_main_reads_rounds_from_params(tmp_path, monkeypatch, capsy
     (root / "params.yaml").write_text("rounds: [1]\n")
     assert report_stage.main(["--out", "reports"]) != 0      # one clear message, no traceback
     assert "rounds must be a mapping keyed by round number" in capsys.readouterr().err
+
+
+def test_an_imported_seed_set_is_row_0(tmp_path):
+    import yaml
+
+    (tmp_path / "data/imported/seeds/s-1").mkdir(parents=True)
+    (tmp_path / "data/imported/seeds/s-1/meta.json").write_text(json.dumps([{"source": "a", "mask": "b", "GT": "c"}] * 7))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"seed": "data/imported/seeds/s-1"}}))
+    row = build_report(tmp_path, tmp_path / "reports", [1])["table1"][0]
+    assert row["source"] == "data/imported/seeds/s-1" and row["train_total"] == 7

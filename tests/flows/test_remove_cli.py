@@ -1,0 +1,71 @@
+"""`rorem remove`: a 1000x750 photo comes back 1000x750, identical outside the dilated (and feathered)
+mask; the folder form matches by stem; prompts / CFG change the result; bad input is named."""
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from flows.cli import main
+from rorem_core.data.fullres import changed_region, default_feather
+from tests.conftest import tiny_params
+from tests.helpers.photos import scene
+
+
+@pytest.fixture
+def project(tmp_path, random_tiny_model):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(root)))
+    return root, random_tiny_model(64)
+
+
+def _photo(d, name, w, h, seed):
+    src, _, m = scene(w, h, seed)
+    d.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(src).save(d / f"{name}.jpg", quality=95)
+    (d.parent / "masks").mkdir(exist_ok=True)
+    Image.fromarray(m).save(d.parent / "masks" / f"{name}.png")
+    return d / f"{name}.jpg", d.parent / "masks" / f"{name}.png"
+
+
+def _remove(root, model, *args):
+    return main(["remove", *map(str, args), "--model", str(model), "--steps", "3", "--root", str(root)])
+
+
+def test_full_resolution_photo_comes_back_full_size_and_unchanged_outside_the_mask(project, tmp_path, capsys):
+    root, model = project
+    img, mask = _photo(tmp_path / "images", "big", 1000, 750, 0)
+    out = tmp_path / "big_out.png"
+    assert _remove(root, model, img, mask, "-o", out, "--dilate", "5") == 0
+    assert "1000x750" in capsys.readouterr().out
+    res = np.asarray(Image.open(out))
+    src = np.asarray(Image.open(img).convert("RGB"))
+    assert res.shape == (750, 1000, 3)
+    m = np.asarray(Image.open(mask)) >= 128
+    outside = ~changed_region(m, 5, default_feather(750, 1000, 64))
+    assert np.array_equal(res[outside], src[outside])
+    assert np.abs(res[m].astype(int) - src[m]).mean() > 5          # the object's pixels were replaced
+
+
+def test_folder_form_prompts_and_bad_input(project, tmp_path, capsys):
+    root, model = project
+    for i, (w, h) in enumerate([(120, 90), (64, 64), (70, 110)]):
+        _photo(tmp_path / "images", f"p{i}", w, h, i)
+    out = tmp_path / "out"
+    assert _remove(root, model, tmp_path / "images", tmp_path / "masks", "-o", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png"]
+    assert Image.open(out / "p2.png").size == (70, 110)
+    plain = np.asarray(Image.open(out / "p0.png"))
+    assert _remove(root, model, tmp_path / "images" / "p0.jpg", tmp_path / "masks" / "p0.png", "-o",
+                   tmp_path / "q.png", "--quality-prompts", "--guidance-scale", "3") == 0
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "q.png")), plain)   # CFG + prompt took effect
+    capsys.readouterr()
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "masks" / "orphan.png")
+    assert _remove(root, model, tmp_path / "images", tmp_path / "masks", "-o", out) == 1
+    assert "orphan.png: no image" in capsys.readouterr().err
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(tmp_path / "small_mask.png")
+    assert _remove(root, model, tmp_path / "images" / "p0.jpg", tmp_path / "small_mask.png") == 1
+    assert "mask is 10x10 but" in capsys.readouterr().err
+    assert main(["remove", "a.png", "b.png", "--model", "dpo", "--root", str(root)]) == 1
+    assert "no dpo model yet" in capsys.readouterr().err
