@@ -40,6 +40,12 @@ def _load_chunk(test_meta: Path, entries, res: int):
 
 
 def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path) -> EvaluateResult:
+    if (remover / "skipped.json").is_file():   # a stage switched off (train_rl.enabled: false): nothing to score
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "per_image.json", [])
+        z = np.zeros((1, 1, 3))
+        sample_grid([(z, np.zeros((1, 1), bool), z, z)], out_dir / "samples.png")   # a 1x4 px placeholder
+        return EvaluateResult(metrics={}, table=f"{remover}: skipped (its training stage is disabled)")
     test_meta = test / "meta.json" if test.is_dir() else test
     entries = read_triplets(test_meta)[: cfg.max_images]
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=Path, default=Path("data/test"))
     p.add_argument("--out", type=Path, required=True, help="folder for per-image scores and the sample grid")
     p.add_argument("--metrics", type=Path, required=True)
-    p.add_argument("--section", default="evaluate", choices=["evaluate", "evaluate_dpo", "evaluate_lcm"],
+    p.add_argument("--section", default="evaluate", choices=["evaluate", "evaluate_dpo", "evaluate_lcm", "evaluate_rl"],
                    help="params.yaml section (sampler, steps): one per evaluated model kind")
     args = p.parse_args(argv)
 
