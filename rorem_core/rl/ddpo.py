@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from rorem_core.io import write_json_atomic
-from rorem_core.preference.dpo import adapters_disabled
+from rorem_core.preference.dpo import Reference, adapters_disabled
 from rorem_core.rl.rewards import RewardModel
 from rorem_core.rl.rollout import Inputs, Sampling, collect_rollout, heldout_rewards, load_rollout, save_rollout
 from rorem_core.rl.sampler import transition_log_prob
@@ -49,7 +49,8 @@ class OnlineRL:
     """The trainer hooks and loss of one train_rl run (module doc). ``unet`` carries the LoRA."""
 
     def __init__(self, cfg, unet, smp: Sampling, inputs: Inputs, rollout_rows: Sequence[int],
-                 heldout_rows: Sequence[int], reward: RewardModel, work: Path):
+                 heldout_rows: Sequence[int], reward: RewardModel, work: Path, reference: Reference = adapters_disabled):
+        self.reference = reference   # tests pass preference.dpo.frozen_copy(a separate UNet) to compare
         self.cfg, self.unet, self.smp, self.inputs, self.reward = cfg, unet, smp, inputs, reward
         self.rollout_rows, self.heldout_rows = list(rollout_rows), list(heldout_rows)
         self.work = work / "rollouts"
@@ -125,7 +126,7 @@ class OnlineRL:
                                             self.smp.sched, **kw)
         kl = None
         if self.with_kl:
-            with torch.no_grad(), adapters_disabled(self.unet) as ref:
+            with torch.no_grad(), self.reference(self.unet) as ref:
                 _, ref_mean, _ = transition_log_prob(ref, self.smp.cond, cond, x_t, x_prev, step, self.smp.sched, **kw)
             kl = gaussian_kl_same_std(mean, ref_mean, std)
         loss, metrics = self.loss_fn(lp, ro["log_probs"][sample, step].to(dev), ro["advantages"][sample].to(dev),
