@@ -27,15 +27,6 @@ def rl_data(tmp_path_factory) -> Path:
     return root
 
 
-def rl_params(tmp: Path, **section) -> dict:
-    base = {"cache_dir": str(tmp / "cache"), "work_dir": str(tmp / "work"), "wandb_mode": "disabled",
-            "device": "cpu", "resolution": RES, "seed": 0}
-    small = {"reward": "oracle", "steps": 4, "batch_size": 8, "inputs_per_epoch": 3, "num_samples": 2,
-             "sampler_steps": 4, "test_images": 4, "checkpoint_every": 2, "log_every": 1, "lora_rank": 4,
-             "heldout_fraction": 0.25, "lr": 1e-3}
-    return {"base": base, "train_rl": {**small, **section}}
-
-
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     import torch
