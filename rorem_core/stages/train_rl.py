@@ -20,7 +20,14 @@ from rorem_core.models.loading import load_scheduler_config, load_vae
 from rorem_core.preference.dpo import LoraPolicy, StepContext, history_tail, save_lora_remover
 from rorem_core.rl.ddpo import OnlineRL, paired_ci95
 from rorem_core.rl.rewards import load_reward
-from rorem_core.rl.rollout import Sampling, load_pool_inputs, load_test_inputs, split_heldout, test_oracle
+from rorem_core.rl.rollout import (
+    Sampling,
+    load_pool_inputs,
+    load_test_inputs,
+    split_heldout,
+    test_oracle,
+    trajectory_bytes,
+)
 from rorem_core.rl.sampler import DDIMSchedule
 from rorem_core.stages import _cli
 from rorem_core.training.trainer import run_training
@@ -39,10 +46,12 @@ class TrainRLResult(BaseModel):
     stopped_early: str | None = None
     n_rollout_inputs: int = 0
     n_heldout: int = 0
+    trajectory_bytes_per_sample: int = 0   # stored per rollout sample (latents, log-probs, indices)
     heldout_reward: dict = {}      # paired_ci95 over held-out pool inputs (reward of one fixed-seed sample)
     test_success: dict = {}        # paired_ci95 over test images (oracle success 0/1, RL sampler)
     test_masked_psnr: dict = {}    # paired_ci95 over test images (dB)
     train_last: dict = {}
+    per_rollout: dict = {}         # rollout -> reward mean / spread, held-out reward, approx-KL, clip fraction, KL ref
     first_loss: float = float("nan")
     last_loss: float = float("nan")
 
@@ -78,16 +87,20 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
                                 compute_loss=rl.compute_loss, work_dir=pol.work, run_name=pol.run_name,
                                 tracker_config=cfg.model_dump(), wandb_group=f"round-{round_id}", accelerator=pol.acc,
                                 batch_fn=rl.batch_fn, before_batch=rl.before_batch, should_stop=rl.should_stop)
+    if result.steps:   # a run resumed at its last checkpoint trained nothing here: reload the last rollout
+        rl.before_batch(result.steps * cfg.grad_accum - 1)
     unet.eval()
     held_after = rl.heldout_now()
     after = test_oracle(unet, smp, test_in, cfg.base.seed, cfg.success_db) if test_in else None
     out = TrainRLResult(
         out_dir=str(out_dir), loss=cfg.loss, reward=cfg.reward, steps=result.steps, resumed_from=result.resumed_from,
         rollouts=rl.epoch + 1, stopped_early=rl.stop_reason, n_rollout_inputs=len(roll), n_heldout=len(held),
+        trajectory_bytes_per_sample=trajectory_bytes(rl.rollout) if rl.rollout else 0,
         heldout_reward=paired_ci95(held_before, held_after),
         test_success=paired_ci95(before["success"], after["success"]) if before else {},
         test_masked_psnr=paired_ci95(before["masked_psnr"], after["masked_psnr"]) if before else {},
-        train_last=history_tail(result.history), first_loss=result.first_loss, last_loss=result.last_loss)
+        train_last=history_tail(result.history), per_rollout=summarise_history(result.history),
+        first_loss=result.first_loss, last_loss=result.last_loss)
     if pol.acc.is_main_process:
         with atomic_dir(out_dir) as tmp:
             save_lora_remover(unet, init, tmp, pol.fused, {**out.model_dump(), "losses": result.losses,
@@ -101,7 +114,7 @@ def summarise_history(history: list[dict]) -> dict:
     rows = {}
     for h in history:
         rows.setdefault(int(h.get("rollout", 0)), []).append(h)
-    return {e: {k: float(np.mean([r[k] for r in rs])) for k in keys if k in rs[0]} for e, rs in rows.items()}
+    return {str(e): {k: float(np.mean([r[k] for r in rs])) for k in keys if k in rs[0]} for e, rs in rows.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
