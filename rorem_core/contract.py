@@ -10,7 +10,7 @@ Label Studio export ``data/annotations/round-N``, is data that ``dvc add`` versi
     bootstrap (once) -> train_remover -> generate -> select
     -> [push -> annotators -> pull -> dvc add]
     -> labels -> train_discriminator -> auto_score -> trainset -> build_pairs -> train_dpo -> distill
-    -> evaluate, evaluate_dpo, evaluate_lcm -> report (all rounds so far)
+    -> train_rl -> evaluate, evaluate_dpo, evaluate_lcm, evaluate_rl -> report (all rounds so far)
 
 Round N's inputs (``rounds:`` in params.yaml, typed by ``rorem_core.config.RoundSpec``):
 N = 1 starts from the bootstrap (base model, seed triplets, round 0's empty labels and
@@ -25,7 +25,7 @@ ONCE = ("bootstrap",)
 BEFORE_GATE = ("train_remover", "generate", "select")
 GATE = ("push", "gate", "pull")              # Label Studio and annotators (gate = the wait); not DVC stages
 AFTER_GATE = ("labels", "train_discriminator", "auto_score", "trainset", "build_pairs", "train_dpo", "distill",
-              "evaluate", "evaluate_dpo", "evaluate_lcm")
+              "train_rl", "evaluate", "evaluate_dpo", "evaluate_lcm", "evaluate_rl")
 FINAL = ("report",)                           # across all rounds so far
 ROUND_STAGES = BEFORE_GATE + AFTER_GATE       # declared per round in dvc.yaml (``name@N``)
 DVC_STAGES = ONCE + ROUND_STAGES + FINAL      # every stage dvc.yaml declares
@@ -43,15 +43,17 @@ OUTS: dict[str, tuple[str, ...]] = {
     "build_pairs": ("data/pairs/round-{n}",),
     "train_dpo": ("models/dpo/round-{n}",),
     "distill": ("models/lcm/round-{n}",),
+    "train_rl": ("models/rl/round-{n}",),
     **{name: (f"results/{name}/round-{{n}}/samples.png", f"results/{name}/round-{{n}}/per_image.json",
               f"results/{name}/round-{{n}}/gallery")      # the report's HTML gallery reads it
-       for name in ("evaluate", "evaluate_dpo", "evaluate_lcm")},
+       for name in ("evaluate", "evaluate_dpo", "evaluate_lcm", "evaluate_rl")},
 }
 METRICS: dict[str, str] = {
     **{name: f"results/{name}/round-{{n}}.json" for name in
        ("train_remover", "select", "labels", "train_discriminator", "auto_score", "trainset", "build_pairs",
-        "train_dpo", "distill")},
-    **{name: f"results/{name}/round-{{n}}/metrics.json" for name in ("evaluate", "evaluate_dpo", "evaluate_lcm")},
+        "train_dpo", "distill", "train_rl")},
+    **{name: f"results/{name}/round-{{n}}/metrics.json" for name in ("evaluate", "evaluate_dpo", "evaluate_lcm",
+                                                                     "evaluate_rl")},
 }
 BOOTSTRAP_OUTS = ("models/base", "data/seed", "data/test", "data/pools", "data/hidden", "data/labels/round-0",
                   "models/discriminator/round-0")
@@ -104,6 +106,7 @@ class RoundPaths:
     discriminator = property(lambda s: s._r("models/discriminator"))
     dpo = property(lambda s: s._r("models/dpo"))
     lcm = property(lambda s: s._r("models/lcm"))
+    rl = property(lambda s: s._r("models/rl"))
     pool = property(lambda s: s._r("data/pools"))
     hidden = property(lambda s: s._r("data/hidden"))           # the pool's hidden GT (synthetic data only)
     candidates_dir = property(lambda s: s._r("data/candidates"))
@@ -118,8 +121,8 @@ class RoundPaths:
     pairs = property(lambda s: s._r("data/pairs"))
 
     def model(self, kind: str) -> str:
-        """The round's model of ``kind``: sft (the remover), dpo or lcm."""
-        return {"sft": self.remover, "dpo": self.dpo, "lcm": self.lcm}[kind]
+        """The round's model of ``kind``: sft (the remover), dpo, lcm or rl."""
+        return {"sft": self.remover, "dpo": self.dpo, "lcm": self.lcm, "rl": self.rl}[kind]
 
     def metrics(self, stage: str) -> str:
         return metrics(stage, self.n)
@@ -127,5 +130,5 @@ class RoundPaths:
     def train_summary(self, kind: str) -> str:
         """``train_summary.json`` of the round's remover / discriminator / dpo / rwd (LCM student)."""
         folder = {"remover": self.remover, "discriminator": self.discriminator, "dpo": self.dpo,
-                  "rwd": self.lcm}[kind]
+                  "rwd": self.lcm, "rl": self.rl}[kind]
         return f"{folder}/train_summary.json"

@@ -27,6 +27,7 @@ from rorem_core.config.stages import (
     EvaluateConfig,
     EvaluateDPOConfig,
     EvaluateLCMConfig,
+    EvaluateRLConfig,
     GenerateConfig,
     LabelsConfig,
     ReportConfig,
@@ -34,6 +35,7 @@ from rorem_core.config.stages import (
     TrainDiscriminatorConfig,
     TrainDPOConfig,
     TrainRemoverConfig,
+    TrainRLConfig,
     TrainsetConfig,
 )
 
@@ -42,6 +44,7 @@ __all__ = [
     "EvaluateConfig", "EvaluateDPOConfig", "EvaluateLCMConfig", "GenerateConfig", "LabelsConfig",
     "ReportConfig", "RoundSpec", "STAGES", "SelectConfig", "Strict", "TrainDPOConfig",
     "TrainDiscriminatorConfig", "TrainParams", "TrainRemoverConfig", "TrainsetConfig", "check_sections",
+    "TrainRLConfig", "EvaluateRLConfig",
     "config_hash", "load_params", "parse_data", "load_stage_config", "parse_rounds", "stage_config", "validate_params",
 ]
 
@@ -63,6 +66,8 @@ STAGES: dict[str, type[Strict]] = {
     "evaluate_dpo": EvaluateDPOConfig,
     "evaluate_lcm": EvaluateLCMConfig,
     "report": ReportConfig,
+    "train_rl": TrainRLConfig,
+    "evaluate_rl": EvaluateRLConfig,
 }
 # top-level sections that are not stage configs (annotation is typed by the annotation layer)
 OTHER_SECTIONS = ("base", "rounds", "annotation", "data")

@@ -232,6 +232,67 @@ class DistillConfig(TrainParams):
         return self
 
 
+class TrainRLConfig(TrainParams):
+    """train_rl: online RL (DDPO-style PPO, or REINFORCE with a group baseline) as a LoRA on the round's
+    remover against a reward model; reference = the same UNet with adapters disabled (docs/rl.md).
+    ``steps`` = optimiser steps over all rollouts; ``batch_size`` = transitions (x_t -> x_t') per step."""
+
+    base: BaseConfig
+    enabled: bool = True                     # false: the stage copies nothing and writes a skipped marker
+    loss: Literal["ppo", "reinforce"] = "ppo"
+    reward: str = "discriminator"            # a name in rorem_core.rl.rewards.REWARDS (oracle: synthetic only)
+    num_samples: int = Field(4, ge=1)        # K samples per input: the group of the baseline
+    inputs_per_epoch: int = Field(16, ge=1)  # rollout inputs per rollout (G); G K samples per rollout
+    sampler_steps: int = Field(10, ge=1)     # DDIM steps of the stochastic sampler
+    eta: float = 1.0                         # DDIM eta; 1 = DDPM ancestral variance (DDPO); 0 has no density
+    timestep_fraction: float = Field(0.5, gt=0, le=1)   # share of each chain's steps trained on (DDPO)
+    inner_epochs: int = Field(1, ge=1)       # passes over a rollout before sampling the next
+    clip_range: float = Field(1e-4, gt=0)    # PPO ratio clip (DDPO: 1e-4)
+    adv_clip: float = Field(5.0, gt=0)       # advantage clamp (DDPO: 5)
+    kl_coef: float = Field(0.0, ge=0)        # per-step KL-to-reference penalty (DPOK); 0 = off
+    kl_budget: float | None = Field(None, gt=0)   # stop when the last rollout's mean KL to the reference exceeds it
+    heldout_fraction: float = Field(0.2, gt=0, lt=1)  # pool inputs never rolled out: the guard's held-out reward
+    heldout_max: int | None = Field(40, ge=1)
+    patience: int = Field(3, ge=0)           # rollouts without a held-out reward gain before stopping; 0 = never
+    min_delta: float = Field(0.0, ge=0)
+    test_images: int | None = Field(100, ge=1)    # test split images for the oracle before/after (None = all)
+    success_db: float = 20.0                 # oracle success: masked PSNR >= this
+    sample_batch_size: int = Field(64, ge=1)  # UNet rows per sampling call
+    lora_targets: list[str] = Field(default_factory=lambda: list(ATTN_TARGETS))
+    mode: Literal["full", "lora"] = "lora"
+    lora_rank: int = Field(8, ge=1)
+    lr: float = Field(3e-4, gt=0)            # DDPO's LoRA lr
+    lr_schedule: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)
+    batch_size: int = Field(32, ge=1)
+    steps: int = Field(40, ge=1)
+    checkpoint_every: int = Field(10, ge=1)
+    log_every: int = Field(5, ge=1)
+    augment_dihedral: bool = False
+
+    @model_validator(mode="after")
+    def _check_rl(self):
+        if self.mode != "lora":
+            raise ValueError(f"mode={self.mode!r}: train_rl is LoRA-only (the KL reference is the UNet with "
+                             "adapters disabled, no second copy); set mode: lora")
+        if not self.eta > 0:
+            raise ValueError(f"eta={self.eta}: the deterministic DDIM step (eta = 0) has no density, so no "
+                             "policy gradient; set eta > 0 (DDPO: 1.0)")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples={self.num_samples}: the group baseline normalises rewards over the K "
+                             "samples of each input and needs K >= 2; set num_samples: 4 (or more)")
+        if self.augment_dihedral:
+            raise ValueError("augment_dihedral=true: a rollout's transitions are scored as sampled (an augmented "
+                             "x_t changes its log-prob); set augment_dihedral: false")
+        return self
+
+
+class EvaluateRLConfig(EvaluateConfig):
+    """evaluate_rl: the round's RL remover, same sampler as the remover's evaluation."""
+
+    references: bool = False
+
+
 class ReportConfig(Strict):
     base: BaseConfig
     title: str = "rorem-loop: rounds so far"

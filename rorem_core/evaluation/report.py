@@ -34,10 +34,10 @@ from rorem_core.io import write_json_atomic, write_text_atomic
 # path patterns relative to the project root ({n} = round), all from the round contract
 FILES = {**{stage: contract.METRICS[stage] for stage in (
              "train_remover", "evaluate", "evaluate_dpo", "evaluate_lcm", "train_discriminator", "auto_score",
-             "trainset", "build_pairs", "train_dpo", "distill")},
+             "trainset", "build_pairs", "train_dpo", "distill", "train_rl", "evaluate_rl")},
          "annotations": "data/annotations/round-{n}/summary.json"}
 CURVES = {kind: contract.RoundPaths(0).train_summary(kind).replace("round-0", "round-{n}")
-          for kind in ("remover", "discriminator", "dpo", "rwd")}   # loss curves ([[step, loss], ...])
+          for kind in ("remover", "discriminator", "dpo", "rwd", "rl")}   # loss curves ([[step, loss], ...])
 HELDOUT = "models/discriminator/round-{n}/heldout_scores.json"   # [{label, score}] on held-out inputs
 SAMPLES = contract.OUTS["evaluate"][0]                            # the remover's sample grid
 BOOTSTRAP = contract.BOOTSTRAP_METRICS
@@ -113,12 +113,28 @@ def pref_row(n: int, m: dict[str, Any]) -> dict[str, Any]:
 
 def model_rows(n: int, m: dict[str, Any]) -> list[dict[str, Any]]:
     """Test-split rows of every evaluated model of round n (remover, DPO, LCM ...), references skipped."""
-    named = {"evaluate": None, "evaluate_dpo": "DPO remover", "evaluate_lcm": "LCM student, 4 steps"}
+    named = {"evaluate": None, "evaluate_dpo": "DPO remover", "evaluate_lcm": "LCM student, 4 steps",
+             "evaluate_rl": "RL remover"}
     return [{"round": n, "model": rename or name, "n": dig(v, "all", "n"), "success": dig(v, "all", "success_rate"),
              "psnr": dig(v, "all", "masked_psnr"), "unmasked_psnr": dig(v, "all", "unmasked_psnr"),
              "est_success": dig(v, "all", "est_success_rate"),        # test split without GT: discriminator
              "gt": "no" if dig(v, "all", "gt") is False else "yes"}
             for key, rename in named.items() for name, v in (m.get(key) or {}).items() if name not in REFERENCES]
+
+
+def rl_row(n: int, m: dict[str, Any]) -> dict[str, Any]:
+    """Reward vs oracle of round n's online RL: the reward it optimised (held-out pool inputs) next to
+    the oracle on the test split (the quantity the reward stands for), before -> after, with the
+    paired 95 % interval of the change."""
+    rl = m["train_rl"] or {}
+    pair = lambda k: (dig(rl, k, "before"), dig(rl, k, "after"))   # noqa: E731
+    ci = lambda k, pct=False: (None if dig(rl, k, "ci95") is None else   # noqa: E731
+                               "[" + ", ".join(fmt(v, "%" if pct else "3") for v in rl[k]["ci95"]) + "]")
+    return {"round": n, "reward": rl.get("reward"), "loss": rl.get("loss"), "rollouts": rl.get("rollouts"),
+            "stopped": (rl.get("stopped_early") or "no").split(":")[0] if rl else None,
+            "heldout": pair("heldout_reward"), "heldout_ci": ci("heldout_reward"),
+            "test_success": pair("test_success"), "test_success_ci": ci("test_success", True),
+            "test_psnr": pair("test_masked_psnr"), "test_psnr_ci": ci("test_masked_psnr")}
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -153,6 +169,11 @@ DISC = [("round", "round", ""), ("n", "held-out labels", ""), ("accuracy", "accu
 PREF = [("round", "round", ""), ("pairs", "preference pairs", ""), ("dpo_acc_before", "DPO implicit acc. before", "%"),
         ("dpo_acc_after", "after", "%"), ("dpo_loss", "DPO loss first -> last", "3"),
         ("rwd_loss", "RWD loss first -> last", "3")]
+RL = [("round", "round", ""), ("reward", "reward", ""), ("loss", "loss", ""), ("rollouts", "rollouts", ""),
+      ("stopped", "stopped early", ""), ("heldout", "held-out reward before -> after", "3"),
+      ("heldout_ci", "change, 95% CI", ""), ("test_success", "test oracle success", "%"),
+      ("test_success_ci", "change, 95% CI", ""), ("test_psnr", "test masked PSNR (dB)", ""),
+      ("test_psnr_ci", "change, 95% CI", "")]
 MODELS = [("round", "round", ""), ("model", "model", ""), ("n", "test images", ""), ("gt", "GT", ""),
           ("success", "success (GT oracle)", "%"), ("psnr", "masked PSNR (dB)", ""),
           ("unmasked_psnr", "unmasked PSNR (dB)", ""), ("est_success", "success (disc. estimate)", "%")]
@@ -311,6 +332,7 @@ def collect(root: Path, rounds: Sequence[int], sources: dict[int, str] | None = 
                       + [round_row(n, per[n], src.get(n, f"pool round-{n}")) for n in rounds],
             "discriminator": [disc_row(n, per[n]) for n in rounds],
             "preference": [pref_row(n, per[n]) for n in rounds],
+            "rl": [rl_row(n, per[n]) for n in rounds if per[n]["train_rl"] and per[n]["train_rl"].get("enabled", True)],
             "models": [r for n in rounds for r in model_rows(n, per[n])],
             "annotation_quality": [quality_rows(n, per[n]) for n in rounds]}
 
@@ -333,6 +355,11 @@ def render(data: dict[str, Any], plots: dict[str, str | None], samples: str | No
         parts += [f"![calibration]({plots['calibration']})", ""]
     parts += ["## Preference learning (Diffusion-DPO, reward-weighted LCM distillation)", "",
               md_table(data["preference"], PREF), ""]
+    if data.get("rl"):
+        parts += ["## Online RL: the reward it optimised vs the oracle it stands for", "",
+                  "Held-out reward: pool inputs never rolled out, one fixed-seed sample each; test oracle: the RL "
+                  "sampler on the test split (masked PSNR vs GT >= success_db). A reward that rises while the oracle "
+                  "falls is reward hacking.", "", md_table(data["rl"], RL), ""]
     if plots.get("curves"):
         parts += [f"![training curves]({plots['curves']})", ""]
     parts += render_quality(data.get("annotation_quality") or [])

@@ -44,6 +44,13 @@ def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path, discrimin
     """With GT: the oracle (masked PSNR, success) next to reference fills. Without GT (an imported test
     split of photos): the ``discriminator``'s estimate only (evaluation/no_gt.py). ``save_fills``: also
     write the remover's and the ceiling's fills as PNGs (``fills.json`` lists them)."""
+    if (remover / "skipped.json").is_file():   # a stage switched off (train_rl.enabled: false): nothing to score
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "per_image.json", [])
+        z = np.zeros((1, 1, 3))
+        sample_grid([(z, np.zeros((1, 1), bool), z, z)], out_dir / "samples.png")   # a 1x4 px placeholder
+        write_gallery(Path(test), [], out_dir / "gallery", cfg.base.resolution)      # an empty index
+        return EvaluateResult(metrics={}, table=f"{remover}: skipped (its training stage is disabled)")
     from rorem_core.evaluation.no_gt import evaluate_without_gt, has_gt
 
     test_meta = dataset_file(test)
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="folder for per-image scores and the sample grid")
     p.add_argument("--metrics", type=Path, required=True)
     p.add_argument("--discriminator", type=Path, help="the round's discriminator: scores a test split WITHOUT GT")
-    p.add_argument("--section", default="evaluate", choices=["evaluate", "evaluate_dpo", "evaluate_lcm"],
+    p.add_argument("--section", default="evaluate", choices=["evaluate", "evaluate_dpo", "evaluate_lcm", "evaluate_rl"],
                    help="params.yaml section (sampler, steps): one per evaluated model kind")
     args = p.parse_args(argv)
 

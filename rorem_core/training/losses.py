@@ -8,7 +8,8 @@ Conventions (style-anchors.md §8 rule 4):
   log-sigmoid (diffusers #6702); batch reductions are means unless a docstring says otherwise;
 - optional per-sample ``weights`` [B] are treated as constants (detached) and enter as mean(w_i * l_i),
   so mean-1 weights (``reward_weights``) keep the learning rate's meaning.
-Formulas: in each loss's docstring; sources and hyperparameters in docs/preference.md.
+Formulas: in each loss's docstring; sources and hyperparameters in docs/preference.md (DPO, KTO,
+reward-weighted LCD) and docs/rl.md (DDPO / DPOK policy gradient).
 """
 
 from __future__ import annotations
@@ -287,6 +288,92 @@ def reward_term(reward: torch.Tensor, *, scale: float) -> tuple[torch.Tensor, Me
     return -scale * _f32(reward).mean(), {"reward_mean": _m(reward.mean())}
 
 
+# ---------------------------------------------------------------- online RL (policy gradient)
+
+
+def group_advantages(rewards: torch.Tensor, *, clip: float = 5.0, eps: float = 1e-6) -> tuple[torch.Tensor, Metrics]:
+    """Group-baseline advantages: rewards (G, K) = G inputs x K samples each -> (G, K).
+
+        A_gk = clamp((r_gk - mean_k r_g) / (std_k r_g + eps), -clip, clip)
+    std is the population std over the group's K samples (DDPO's per-prompt z-score, here per input,
+    i.e. per (source, mask)); a group whose K rewards are equal gets A = 0 (nothing to prefer).
+    K must be >= 2 (one sample has no baseline). Metrics: reward_mean, reward_std (spread within
+    groups, mean over groups), adv_abs_mean, adv_clipped (fraction at the clip).
+    """
+    if rewards.ndim != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"group_advantages: rewards must be (G, K) with K >= 2, got {tuple(rewards.shape)}; "
+                         "sample at least 2 results per input (train_rl.num_samples)")
+    r = _f32(rewards.detach())
+    mu, sd = r.mean(dim=1, keepdim=True), r.std(dim=1, unbiased=False, keepdim=True)
+    z = (r - mu) / (sd + eps)
+    adv = z.clamp(-clip, clip)
+    return adv, {"reward_mean": _m(r.mean()), "reward_std": _m(sd.mean()), "adv_abs_mean": _m(adv.abs().mean()),
+                 "adv_clipped": (z.abs() > clip).float().mean()}
+
+
+def gaussian_kl_same_std(mean_p: torch.Tensor, mean_q: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean_p, std^2) || N(mean_q, std^2)) averaged over (C, H, W): (B, C, h, w) -> [B].
+
+        KL_i = mean_{c,h,w} (mean_p - mean_q)^2 / (2 std^2)
+    Both policies of one sampler step share std (it depends on the schedule only), so the KL of a
+    step is this closed form (DPOK's per-step KL to the reference). Averaged like the log-probs.
+    """
+    d2 = (_f32(mean_p) - _f32(mean_q)) ** 2 / (2 * _f32(std) ** 2)
+    return d2.mean(dim=tuple(range(1, d2.ndim)))
+
+
+def _pg_metrics(log_ratio: torch.Tensor, ratio: torch.Tensor, clip_range: float) -> Metrics:
+    return {"approx_kl": _m(0.5 * (log_ratio.detach() ** 2).mean()),
+            "clipfrac": ((ratio.detach() - 1).abs() > clip_range).float().mean(),
+            "ratio_mean": _m(ratio.mean())}
+
+
+def _with_kl(loss: torch.Tensor, metrics: Metrics, kl: torch.Tensor | None, kl_coef: float):
+    if kl is None:
+        return loss, metrics
+    return loss + kl_coef * _f32(kl).mean(), {**metrics, "kl_ref": _m(kl.mean())}
+
+
+def ppo_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, *,
+             clip_range: float = 1e-4, kl: torch.Tensor | None = None,
+             kl_coef: float = 0.0) -> tuple[torch.Tensor, Metrics]:
+    """DDPO's clipped surrogate ("ppo") on sampler steps; every input is [B] (one per transition).
+
+        rho_i = exp(logp_i - logp_old_i)                      (log-probs: ``gaussian_log_prob``)
+        L     = mean_i max(-A_i rho_i, -A_i clamp(rho_i, 1 - c, 1 + c)) + kl_coef * mean_i KL_i
+    c = ``clip_range`` (DDPO 1e-4); A are detached (``group_advantages``); KL_i optional (per-step KL to
+    the reference, ``gaussian_kl_same_std``). At rho = 1 (first inner step) L = -mean A and the
+    gradient is REINFORCE's. Metrics: approx_kl = 0.5 mean (logp - logp_old)^2, clipfrac =
+    mean(|rho - 1| > c), ratio_mean, kl_ref (when given).
+    """
+    _check_batch("ppo_loss", log_prob, old_log_prob, advantages)
+    adv = _f32(advantages.detach())
+    log_ratio = _f32(log_prob) - _f32(old_log_prob.detach())
+    ratio = torch.exp(log_ratio)
+    unclipped = -adv * ratio
+    clipped = -adv * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    return _with_kl(loss, _pg_metrics(log_ratio, ratio, clip_range), kl, kl_coef)
+
+
+def reinforce_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, *,
+                   clip_range: float = 1e-4, kl: torch.Tensor | None = None,
+                   kl_coef: float = 0.0) -> tuple[torch.Tensor, Metrics]:
+    """REINFORCE with the group baseline ("reinforce"), importance-weighted so that inner epochs
+    after the first stay unbiased; every input is [B].
+
+        L = -mean_i A_i exp(logp_i - logp_old_i) + kl_coef * mean_i KL_i
+    On-policy (logp == logp_old) the value is -mean A and the gradient -mean A grad logp, which is
+    REINFORCE with baseline (the baseline is inside A). No clipping: ``clip_range`` only feeds the
+    clipfrac metric, so it is comparable with ``ppo_loss``.
+    """
+    _check_batch("reinforce_loss", log_prob, old_log_prob, advantages)
+    log_ratio = _f32(log_prob) - _f32(old_log_prob.detach())
+    ratio = torch.exp(log_ratio)
+    loss = (-_f32(advantages.detach()) * ratio).mean()
+    return _with_kl(loss, _pg_metrics(log_ratio, ratio, clip_range), kl, kl_coef)
+
+
 # ---------------------------------------------------------------- registry
 
 LOSSES: dict[str, Callable[..., tuple[torch.Tensor, Metrics]]] = {
@@ -297,6 +384,8 @@ LOSSES: dict[str, Callable[..., tuple[torch.Tensor, Metrics]]] = {
     "kto": kto_loss,
     "lcm_l2": lcm_l2_loss,
     "lcm_huber": lcm_huber_loss,
+    "ppo": ppo_loss,
+    "reinforce": reinforce_loss,
 }
 
 

@@ -166,11 +166,16 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
                  trainable: list[torch.nn.Parameter], entries: Sequence, compute_loss: LossFn,
                  work_dir: Path, run_name: str, tracker_config: dict | None = None,
                  wandb_group: str | None = None, accelerator=None,
-                 batch_fn: BatchFn | None = None) -> tuple[TrainResult, torch.nn.Module]:
+                 batch_fn: BatchFn | None = None, before_batch: Callable[[int], None] | None = None,
+                 should_stop: Callable[[int, list[dict]], bool] | None = None) -> tuple[TrainResult, torch.nn.Module]:
     """Train ``model`` for ``params.steps`` optimiser steps, resuming from ``work_dir`` if possible.
 
     ``entries`` are latent-cache entry paths loaded with ``latents.load_batch``, unless ``batch_fn``
     (list of entries -> batch dict) says otherwise (e.g. preferred/rejected pairs).
+    Online stages (RL) pass ``before_batch(k)``, called before global micro-batch ``k`` (to sample a
+    new rollout with the current weights), and ``should_stop(step, history)``, asked after every
+    optimiser step (early stopping); both must be pure functions of the step and the saved state, so
+    a resumed run stops where an uninterrupted one does.
     Returns the result and the unwrapped model (the caller saves it where the stage's outputs go).
     """
     from diffusers.optimization import get_scheduler
@@ -198,10 +203,14 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
 
     model.train()
     bar = tqdm(total=params.steps, initial=step, desc=run_name, disable=not acc.is_local_main_process)
-    while step < params.steps:
+    # a run killed after saving the checkpoint of its early-stop step stops there again on resume
+    stop = should_stop is not None and 0 < step < params.steps and should_stop(step, history)
+    while step < params.steps and not stop:
         micro_logs = []
         for micro in range(params.grad_accum):
             k = step * params.grad_accum + micro
+            if before_batch is not None:
+                before_batch(k)
             with acc.accumulate(model):
                 loss, metrics = compute_loss(plan.batch(k), plan.generator(k), model)
                 acc.backward(loss)
@@ -214,7 +223,8 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
         step += 1
         history.append({"step": step, **mean_dicts(micro_logs)})
         bar.update(1)
-        if step % params.log_every == 0 or step == params.steps:
+        stop = should_stop is not None and step < params.steps and should_stop(step, history)
+        if step % params.log_every == 0 or step == params.steps or stop:
             logged = mean_dicts(log_window(history, step, params.log_every))
             bar.set_postfix(loss=f"{logged['loss']:.4f}")
             acc.log({**logged, "lr": lr_sched.get_last_lr()[0]}, step=step)

@@ -311,7 +311,7 @@ def test_reward_term_hand_value():
 # ------------------------------------------------------------------ registry
 
 def test_registry_lookup_and_unknown_name():
-    assert set(LOSSES) == {"mse", "bce", "softplus_mse", "dpo", "kto", "lcm_l2", "lcm_huber"}
+    assert set(LOSSES) == {"mse", "bce", "softplus_mse", "dpo", "kto", "lcm_l2", "lcm_huber", "ppo", "reinforce"}
     assert get_loss("dpo") is dpo_loss and get_loss("mse") is diffusion_loss
     with pytest.raises(ValueError) as err:
         get_loss("dpo2")
@@ -326,3 +326,86 @@ def test_metrics_are_detached_tensors():
                                    t_(1.0, 1.0), t_(1.0, 1.0))):
         assert loss.requires_grad
         assert all(not v.requires_grad and v.ndim == 0 for v in metrics.values())
+
+
+# ------------------------------------------------------------------ online RL (ppo / reinforce)
+
+from rorem_core.training.losses import (  # noqa: E402
+    gaussian_kl_same_std,
+    group_advantages,
+    ppo_loss,
+    reinforce_loss,
+)
+
+
+def test_group_advantages_hand_values_clip_and_equal_groups():
+    # group 1: [1, 3] -> mean 2, population std 1 -> A = [-1, 1]; group 2: all equal -> A = 0
+    adv, m = group_advantages(t_(1, 3, 5, 5).view(2, 2), clip=5.0, eps=0.0 + 1e-12)
+    torch.testing.assert_close(adv, t_(-1, 1, 0, 0).view(2, 2))
+    assert float(m["reward_mean"]) == pytest.approx(3.5) and float(m["reward_std"]) == pytest.approx(0.5)
+    # one outlier among K = 4: z = (10 - 2.5) / std([0, 0, 0, 10]) = 7.5 / 4.3301 = 1.7320, clipped at 1.5
+    adv, m = group_advantages(t_(0, 0, 0, 10).view(1, 4), clip=1.5)
+    assert float(adv[0, 3]) == pytest.approx(1.5) and float(adv[0, 0]) == pytest.approx(-2.5 / math.sqrt(18.75), rel=1e-5)
+    assert float(m["adv_clipped"]) == pytest.approx(0.25)
+
+
+def test_group_advantages_refuse_groups_of_one():
+    with pytest.raises(ValueError, match="num_samples"):
+        group_advantages(t_(1, 2, 3).view(3, 1))
+
+
+def test_ppo_clipped_hand_values_above_and_below_the_range_for_both_signs():
+    """clip c = 0.2; ratios 1.5 (above), 0.5 (below), each with A = +1 and A = -1:
+    A=+1, rho=1.5: max(-1.5, -1.2) = -1.2 (clipped: no incentive to push further up)
+    A=+1, rho=0.5: max(-0.5, -0.8) = -0.5 (unclipped: pulled back up)
+    A=-1, rho=1.5: max( 1.5,  1.2) =  1.5 (unclipped: pulled back down)
+    A=-1, rho=0.5: max( 0.5,  0.8) =  0.8 (clipped)             mean = (-1.2 - 0.5 + 1.5 + 0.8) / 4 = 0.15"""
+    lp_old = torch.zeros(4)
+    lp = torch.log(t_(1.5, 0.5, 1.5, 0.5)).requires_grad_(True)
+    adv = t_(1, 1, -1, -1)
+    loss, m = ppo_loss(lp, lp_old, adv, clip_range=0.2)
+    assert float(loss.detach()) == pytest.approx(0.15, abs=1e-6)
+    loss.backward()
+    # only the unclipped terms carry gradient: d/dlp (-A rho) / 4 = -A rho / 4
+    torch.testing.assert_close(lp.grad, t_(0, -0.5 / 4, 1.5 / 4, 0))
+    assert float(m["clipfrac"]) == 1.0
+    assert float(m["approx_kl"]) == pytest.approx(0.5 * float((torch.log(t_(1.5, 0.5)) ** 2).mean()), rel=1e-6)
+
+
+def test_at_ratio_one_ppo_equals_reinforce_in_value_and_gradient():
+    g = torch.Generator().manual_seed(0)
+    lp0 = torch.randn(6, generator=g)
+    adv = torch.randn(6, generator=g)
+    grads, values = [], []
+    for fn in (ppo_loss, reinforce_loss):
+        lp = lp0.clone().requires_grad_(True)
+        loss, m = fn(lp, lp0.clone(), adv, clip_range=1e-4)
+        assert float(m["ratio_mean"]) == 1.0 and float(m["clipfrac"]) == 0.0 and float(m["approx_kl"]) == 0.0
+        loss.backward()
+        values.append(loss.detach())
+        grads.append(lp.grad)
+    assert float(values[0]) == float(values[1]) == pytest.approx(-float(adv.mean()))
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+    torch.testing.assert_close(grads[0], -adv / 6)       # REINFORCE: -A grad logp, batch mean
+
+
+def test_reinforce_is_unclipped_importance_weighted():
+    lp = torch.log(t_(2.0, 0.5))
+    loss, m = reinforce_loss(lp, torch.zeros(2), t_(1, -1), clip_range=0.2)
+    assert float(loss) == pytest.approx((-2.0 + 0.5) / 2) and float(m["clipfrac"]) == 1.0
+
+
+def test_gaussian_kl_same_std_hand_value_and_penalty():
+    mp, mq = torch.zeros(1, 1, 1, 2), t_(0.1, 0.3).view(1, 1, 1, 2)
+    std = torch.full((1, 1, 1, 1), 0.5)
+    kl = gaussian_kl_same_std(mp, mq, std)          # mean(0.01, 0.09) / (2 * 0.25) = 0.05 / 0.5 = 0.1
+    assert kl.shape == (1,) and float(kl) == pytest.approx(0.1, rel=1e-6)
+    # equals the KL of torch.distributions, averaged over dims
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(mp, std), torch.distributions.Normal(mq, std))
+    assert float(kl) == pytest.approx(float(ref.mean()), rel=1e-6)
+    loss, m = ppo_loss(torch.zeros(1), torch.zeros(1), t_(1.0), kl=kl, kl_coef=2.0)
+    assert float(loss) == pytest.approx(-1.0 + 0.2) and float(m["kl_ref"]) == pytest.approx(0.1)
+
+
+def test_rl_losses_are_registered():
+    assert LOSSES["ppo"] is ppo_loss and get_loss("reinforce") is reinforce_loss

@@ -54,7 +54,7 @@ def small_params(root: Path, ls_port: int) -> None:
     p["bootstrap"]["synthetic"].update(n_seed=48, n_test=16, pool_size=6, n_pools=2)
     p["train_remover"].update(steps=6, batch_size=8, lr_warmup_steps=1, checkpoint_every=2)
     p["generate"].update(steps=2, num_seeds=2)
-    for section in ("evaluate", "evaluate_dpo", "evaluate_lcm"):
+    for section in ("evaluate", "evaluate_dpo", "evaluate_lcm", "evaluate_rl"):
         p[section].update(steps=2, batch_size=8)
     p["annotation"] = {**(p.get("annotation") or {}), "port": ls_port, "project_prefix": "e2e"}
     p.setdefault("report", {"calibration_bins": 10})
@@ -62,6 +62,8 @@ def small_params(root: Path, ls_port: int) -> None:
     p["train_discriminator"].update(steps=4, batch_size=8, **tiny_train)
     p["train_dpo"].update(steps=6, batch_size=4, **tiny_train)    # a checkpoint well before the end: killed there
     p["distill"].update(steps=3, batch_size=4, **tiny_train)
+    p["train_rl"].update(steps=2, batch_size=4, inputs_per_epoch=2, num_samples=2, sampler_steps=2, test_images=4,
+                         **tiny_train)
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 

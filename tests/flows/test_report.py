@@ -129,3 +129,21 @@ def test_an_imported_seed_set_is_row_0(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"seed": "data/imported/seeds/s-1"}}))
     row = build_report(tmp_path, tmp_path / "reports", [1])["table1"][0]
     assert row["source"] == "data/imported/seeds/s-1" and row["train_total"] == 7
+
+
+def test_rl_beside_the_other_models_and_the_reward_vs_oracle_table(tmp_path):
+    root = make_project(tmp_path / "p", rounds=1)
+    _w(root, "results/evaluate_dpo/round-1/metrics.json", _evaluate(0.5, 22.0))
+    _w(root, "results/evaluate_rl/round-1/metrics.json", _evaluate(0.6, 23.0))
+    pair = lambda b, a, lo, hi: {"n": 20, "before": b, "after": a, "delta": a - b, "ci95": [lo, hi]}  # noqa: E731
+    _w(root, "results/train_rl/round-1.json", {
+        "enabled": True, "loss": "ppo", "reward": "discriminator", "rollouts": 4, "stopped_early": "plateau: ...",
+        "heldout_reward": pair(0.6, 0.7, 0.05, 0.15), "test_success": pair(0.8, 0.75, -0.1, 0.0),
+        "test_masked_psnr": pair(27.0, 26.5, -0.8, -0.2)})
+    s = build_report(root, root / "reports", [1])
+    assert [m["model"] for m in s["models"]] == ["remover", "DPO remover", "RL remover"]
+    assert s["rl"][0]["stopped"] == "plateau" and s["rl"][0]["heldout"] == (0.6, 0.7)
+    md = (root / "reports" / "report.md").read_text()
+    assert "| 1 | RL remover | 10 | 60.0% | 23.00 | 40.00 |" in md
+    assert ("| 1 | discriminator | ppo | 4 | plateau | 0.600 -> 0.700 | [0.050, 0.150] | 80.0% -> 75.0% | "
+            "[-10.0%, 0.0%] | 27.00 -> 26.50 | [-0.800, -0.200] |") in md

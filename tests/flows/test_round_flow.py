@@ -20,7 +20,8 @@ def test_round_runs_every_stage_in_order_then_commits_and_tags(prefect_harness, 
     s = _run(project)
     assert fake_runner.calls == ["bootstrap", "train_remover@1", "generate@1", "select@1", "labels@1",
                                  "train_discriminator@1", "auto_score@1", "trainset@1", "build_pairs@1", "train_dpo@1",
-                                 "distill@1", "evaluate@1", "evaluate_dpo@1", "evaluate_lcm@1", "report"]
+                                 "distill@1", "train_rl@1", "evaluate@1", "evaluate_dpo@1", "evaluate_lcm@1",
+                                 "evaluate_rl@1", "report"]
     assert fake_gate.calls == ["ensure_label_studio", "push_selection", "simulate_labels", "annotation_progress",
                                "pull_annotations", "freeze_annotations"]
     assert set(s.stages.values()) == {"ran"} and s.round == 1 and s.tag == "round-1"
@@ -38,7 +39,7 @@ def test_rerun_of_a_finished_round_recomputes_nothing(prefect_harness, project, 
     assert fake_runner.calls == [] and set(s.stages.values()) == {"cached"}
     assert s.gate["status"] == "frozen earlier" and s.commit is None        # nothing new to commit
     s = _run(project, round=1, use_cache=False)                              # DVC (here: the fake) decides
-    assert len(fake_runner.calls) == 15 and s.tag == "round-1"
+    assert len(fake_runner.calls) == 17 and s.tag == "round-1"
 
 
 def test_killed_stage_then_rerun_skips_completed_stages(prefect_harness, project, fake_runner, fake_gate):
@@ -49,7 +50,8 @@ def test_killed_stage_then_rerun_skips_completed_stages(prefect_harness, project
     assert state["status"] == "failed" and state["stage"] == "train_dpo@1" and "killed" in state["error"]
     fake_runner.calls.clear()
     s = _run(project)                                   # "the next round" is still round 1: not completed
-    assert fake_runner.calls == ["train_dpo@1", "distill@1", "evaluate@1", "evaluate_dpo@1", "evaluate_lcm@1", "report"]
+    assert fake_runner.calls == ["train_dpo@1", "distill@1", "train_rl@1", "evaluate@1", "evaluate_dpo@1",
+                                 "evaluate_lcm@1", "evaluate_rl@1", "report"]
     assert s.stages["build_pairs@1"] == "cached" and s.stages["train_dpo@1"] == "ran"
     assert fake_gate.calls.count("push_selection") == 1  # the frozen export is not pulled again
 

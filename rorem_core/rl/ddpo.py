@@ -1,0 +1,165 @@
+"""The online-RL training loop on top of the shared trainer: rollouts with the current LoRA policy,
+group advantages, PPO / REINFORCE steps on stored transitions, and the reward-hacking guard.
+
+One optimiser step trains on ``batch_size`` transitions (x_t -> x_t') of the current rollout. A
+rollout = ``inputs_per_epoch`` rollout inputs x K samples, trained on ``timestep_fraction`` of each
+chain's steps for ``inner_epochs`` passes; then a new rollout is sampled with the updated weights:
+
+    micro-batches per rollout  M = inner_epochs * ceil(G K S_train / batch_size)
+    rollout of micro-batch k   e = k // M
+
+The trainer calls ``before_batch(k)`` (sample rollout e when it starts; a resumed run reloads it from
+the work dir) and ``should_stop(step, history)`` at rollout boundaries: stop when the held-out reward
+(fixed seeds, inputs never rolled out) has not beaten its best for ``patience`` rollouts, or when the
+mean per-step KL to the reference over the last rollout exceeds ``kl_budget``. The reference is the
+same UNet with its adapters disabled (``preference.dpo.adapters_disabled``), never a second copy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from rorem_core.io import write_json_atomic
+from rorem_core.preference.dpo import Reference, adapters_disabled
+from rorem_core.rl.rewards import RewardModel
+from rorem_core.rl.rollout import Inputs, Sampling, collect_rollout, heldout_rewards, load_rollout, save_rollout
+from rorem_core.rl.sampler import transition_log_prob
+from rorem_core.training.losses import gaussian_kl_same_std, get_loss
+
+
+def paired_ci95(before: Sequence[float], after: Sequence[float]) -> dict:
+    """Mean paired difference (after - before) with a normal-approximation 95 % interval
+    (mean +- 1.96 sd / sqrt(n)); n is the number of paired items (inputs or test images)."""
+    d = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    n = len(d)
+    if n == 0:
+        return {"n": 0, "before": float("nan"), "after": float("nan"), "delta": float("nan"), "ci95": [float("nan")] * 2}
+    half = 1.959963984540054 * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("inf")
+    return {"n": n, "before": float(np.mean(before)), "after": float(np.mean(after)), "delta": float(d.mean()),
+            "ci95": [float(d.mean() - half), float(d.mean() + half)]}
+
+
+class OnlineRL:
+    """The trainer hooks and loss of one train_rl run (module doc). ``unet`` carries the LoRA."""
+
+    def __init__(self, cfg, unet, smp: Sampling, inputs: Inputs, rollout_rows: Sequence[int],
+                 heldout_rows: Sequence[int], reward: RewardModel, work: Path, reference: Reference = adapters_disabled):
+        self.reference = reference   # tests pass preference.dpo.frozen_copy(a separate UNet) to compare
+        self.cfg, self.unet, self.smp, self.inputs, self.reward = cfg, unet, smp, inputs, reward
+        self.rollout_rows, self.heldout_rows = list(rollout_rows), list(heldout_rows)
+        self.work = work / "rollouts"
+        self.g = min(cfg.inputs_per_epoch, len(self.rollout_rows))
+        self.n_steps = len(smp.sched.timesteps)
+        self.s_train = max(1, round(cfg.timestep_fraction * self.n_steps))
+        self.n_transitions = self.g * cfg.num_samples * self.s_train
+        self.micro_per_rollout = cfg.inner_epochs * math.ceil(self.n_transitions / cfg.batch_size)
+        self.loss_fn = get_loss(cfg.loss)
+        self.with_kl = cfg.kl_coef > 0 or cfg.kl_budget is not None
+        self.epoch, self.rollout, self.extra = -1, None, {}
+        self.stop_reason: str | None = None
+
+    # ------------------------------------------------------------ rollouts and held-out reward
+
+    @property
+    def entries(self) -> list[int]:
+        return list(range(self.n_transitions))
+
+    @staticmethod
+    def batch_fn(entries: list[int]) -> dict:
+        return {"idx": torch.as_tensor(entries, dtype=torch.long)}
+
+    def steps_per_rollout(self) -> float:
+        return self.micro_per_rollout / self.cfg.grad_accum
+
+    def heldout(self, epoch: int) -> list[float]:
+        """Held-out rewards of the weights at the start of rollout ``epoch`` (cached in the work dir)."""
+        path = self.work / f"heldout-{epoch}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        self.unet.eval()
+        vals = heldout_rewards(self.unet, self.smp, self.inputs, self.heldout_rows, self.reward, self.cfg.base.seed).tolist()
+        self.unet.train()
+        write_json_atomic(path, vals)
+        return vals
+
+    def _chosen(self, epoch: int) -> list[int]:
+        rng = np.random.default_rng([self.cfg.base.seed, 5, epoch])
+        return sorted(rng.choice(self.rollout_rows, size=self.g, replace=False).tolist())
+
+    def before_batch(self, k: int) -> None:
+        epoch = k // self.micro_per_rollout
+        if epoch == self.epoch:
+            return
+        path = self.work / f"rollout-{epoch}.safetensors"
+        if path.is_file():
+            self.rollout, self.extra = load_rollout(path)
+        else:
+            held = self.heldout(epoch)
+            self.unet.eval()
+            ro = collect_rollout(self.unet, self.smp, self.inputs, self._chosen(epoch), self.cfg.num_samples,
+                                 self.reward, seed=self.cfg.base.seed, epoch=epoch, n_train_steps=self.s_train,
+                                 adv_clip=self.cfg.adv_clip)
+            self.unet.train()
+            self.extra = {**ro.pop("metrics"), "heldout_reward": float(np.mean(held)) if held else float("nan"),
+                          "rollout": epoch}
+            save_rollout(path, ro, self.extra)
+            self.rollout = ro
+        self.epoch = epoch
+
+    # ------------------------------------------------------------ the loss
+
+    def compute_loss(self, batch: dict, gen: torch.Generator, model=None):
+        ro, idx = self.rollout, batch["idx"]
+        sample, which = idx // self.s_train, idx % self.s_train
+        step = ro["steps"][sample, which]
+        dev = self.smp.device
+        x_t, x_prev = ro["latents"][sample, step].to(dev), ro["latents"][sample, step + 1].to(dev)
+        cond = self.inputs.cond(ro["input_index"][sample], dev)
+        kw = dict(eta=self.cfg.eta, alphas_cumprod=self.smp.alphas_cumprod, resolution=self.smp.resolution)
+        lp, mean, std = transition_log_prob(model or self.unet, self.smp.cond, cond, x_t, x_prev, step,
+                                            self.smp.sched, **kw)
+        kl = None
+        if self.with_kl:
+            with torch.no_grad(), self.reference(self.unet) as ref:
+                _, ref_mean, _ = transition_log_prob(ref, self.smp.cond, cond, x_t, x_prev, step, self.smp.sched, **kw)
+            kl = gaussian_kl_same_std(mean, ref_mean, std)
+        loss, metrics = self.loss_fn(lp, ro["log_probs"][sample, step].to(dev), ro["advantages"][sample].to(dev),
+                                     clip_range=self.cfg.clip_range, kl=kl, kl_coef=self.cfg.kl_coef)
+        return loss, {**metrics, **{k: self.extra[k] for k in ("reward_mean", "reward_std", "reward_success",
+                                                               "heldout_reward", "rollout")}}
+
+    # ------------------------------------------------------------ early stopping
+
+    def should_stop(self, step: int, history: list[dict]) -> bool:
+        k = step * self.cfg.grad_accum
+        if k % self.micro_per_rollout:
+            return False              # only between rollouts
+        nxt = k // self.micro_per_rollout
+        if self.cfg.kl_budget is not None:
+            last = [h["kl_ref"] for h in history if h.get("rollout") == nxt - 1 and "kl_ref" in h]
+            if last and float(np.mean(last)) > self.cfg.kl_budget:
+                self.stop_reason = f"kl_budget: mean KL to the reference {np.mean(last):.4g} > {self.cfg.kl_budget}"
+                return True
+        p = self.cfg.patience
+        if p and nxt >= p and self.heldout_rows:
+            h = [float(np.mean(self.heldout(e))) for e in range(nxt + 1)]
+            best_before, recent = max(h[:nxt + 1 - p]), max(h[nxt + 1 - p:])
+            if recent <= best_before + self.cfg.min_delta:
+                self.stop_reason = (f"plateau: held-out reward {recent:.4g} over the last {p} rollouts did not beat "
+                                    f"{best_before:.4g} + {self.cfg.min_delta}")
+                return True
+        return False
+
+    def heldout_now(self) -> list[float]:
+        """Held-out rewards of the current weights (after training; not cached)."""
+        if not self.heldout_rows:
+            return []
+        self.unet.eval()
+        return heldout_rewards(self.unet, self.smp, self.inputs, self.heldout_rows, self.reward,
+                               self.cfg.base.seed).tolist()

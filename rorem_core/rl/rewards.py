@@ -1,0 +1,138 @@
+"""Reward models for online RL, chosen by name through ``REWARDS`` (a user plugs another by adding a
+loader here or calling ``register``).
+
+A reward model scores composited removals: ``reward(results, sources, masks, ids) -> [B]`` with
+images (B, 3, R, R) in [-1, 1] (the result already pasted into the source outside the mask, as the
+generate stage writes it), masks (B, 1, R, R) in {0, 1} and the pool input ids.
+
+* ``discriminator``: the round's discriminator score (calibrated probability with loss "bce"), the
+  same VAE encoding and input layout as auto-scoring. Its base must be the remover's base: its
+  encoder reads the remover's latent space.
+* ``oracle`` (synthetic data only): masked PSNR (dB) against the hidden ground truth, the quantity
+  the evaluation's oracle success thresholds (``rorem_core.evaluation.metrics``). An upper-bound
+  ablation: real data has no ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rorem_core.data.images import load_rgb
+from rorem_core.data.latents import encode_images, image_to_tensor, mask_to_latent
+from rorem_core.evaluation.metrics import masked_psnr
+from rorem_core.models.loading import load_vae, resolve_ref
+
+
+class RewardModel(Protocol):
+    name: str
+    success_threshold: float   # a reward >= this counts as a success (for the logged success rate)
+
+    def __call__(self, results: torch.Tensor, sources: torch.Tensor, masks: torch.Tensor,
+                 ids: Sequence[str]) -> torch.Tensor: ...
+
+
+def to_unit(x: torch.Tensor) -> np.ndarray:
+    """(3, R, R) in [-1, 1] -> (R, R, 3) in [0, 1], as the evaluation stage reads images."""
+    return ((x.permute(1, 2, 0).float().cpu().numpy() + 1) / 2).clip(0, 1)
+
+
+def same_base(a: str | Path, b: str | Path) -> bool:
+    pa, pb = Path(a), Path(b)
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return str(a) == str(b)
+
+
+class DiscriminatorReward:
+    name = "discriminator"
+
+    def __init__(self, disc, vae):
+        self.disc, self.vae = disc, vae
+        self.success_threshold = disc.info.threshold
+
+    @classmethod
+    def load(cls, path: str | Path, *, remover: str | Path, cache_dir: str, resolution: int, device) -> "DiscriminatorReward":
+        from rorem_core.reward.discriminator import is_no_discriminator, load_discriminator, read_info
+
+        if is_no_discriminator(path):
+            raise ValueError(f"train_rl.reward=discriminator but {path} holds no discriminator (round 0's marker "
+                             "or none given); pass --discriminator models/discriminator/round-N, or set "
+                             "train_rl.reward: oracle on synthetic data")
+        remover_base = resolve_ref(remover).base
+        info = read_info(path, base=remover_base, resolution=resolution)
+        if not same_base(info.base, remover_base):
+            raise ValueError(f"train_rl: the reward model {path} was trained on base {info.base!r} but the remover "
+                             f"{remover} is built on {remover_base!r}; its scores mean nothing on this remover's "
+                             "latents. Pass the discriminator trained for this base (train_discriminator --init "
+                             "<the same base>), or set train_rl.reward: oracle")
+        disc = load_discriminator(path, cache_dir=cache_dir, base=remover_base, resolution=resolution).to(device)
+        return cls(disc, load_vae(info.base).to(device))
+
+    @torch.no_grad()
+    def __call__(self, results, sources, masks, ids):
+        r = self.disc.info.resolution
+        if results.shape[-1] != r:   # the discriminator's own resolution, as auto-scoring resizes
+            results, sources = (F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+                                for x in (results, sources))
+            masks = F.interpolate(masks, size=(r, r), mode="nearest")
+        n, dev = len(results), self.disc.device
+        z = encode_images(self.vae, torch.cat([results, sources])).to(dev)
+        m = mask_to_latent(masks.float(), self.disc.vae_factor).to(dev)
+        return self.disc.score(self.disc(z[:n], m, z[n:])).float().cpu()
+
+
+class OracleReward:
+    """Masked PSNR (dB) vs the hidden GT of each pool input; success = PSNR >= success_db."""
+
+    name = "oracle"
+
+    def __init__(self, gts: dict[str, torch.Tensor], success_db: float):
+        self.gts, self.success_threshold = gts, success_db
+
+    @classmethod
+    def load(cls, hidden: str | Path | None, *, resolution: int, success_db: float, **_) -> "OracleReward":
+        meta = Path(hidden) / "meta.json" if hidden and Path(hidden).is_dir() else Path(hidden or "")
+        if not hidden or not meta.is_file():
+            raise ValueError(f"train_rl.reward=oracle needs the pool's hidden ground truth (--hidden "
+                             f"data/hidden/round-N, got {hidden}); it exists for synthetic data only. On real "
+                             "data set train_rl.reward: discriminator")
+        rows = json.loads(meta.read_text())
+        gts = {r["id"]: image_to_tensor(load_rgb(meta.parent / r["GT"]), resolution) for r in rows}
+        return cls(gts, success_db)
+
+    def __call__(self, results, sources, masks, ids):
+        missing = [i for i in ids if i not in self.gts]
+        if missing:
+            raise ValueError(f"oracle reward: no hidden GT for pool inputs {missing[:3]}; pass the hidden folder of "
+                             "the same round as --pool")
+        return torch.tensor([masked_psnr(to_unit(results[i]), to_unit(self.gts[k]), masks[i, 0].numpy() > 0.5)
+                             for i, k in enumerate(ids)], dtype=torch.float32)
+
+
+Loader = Callable[..., RewardModel]
+REWARDS: dict[str, Loader] = {
+    "discriminator": lambda *, discriminator, remover, cache_dir, resolution, device, **_:
+        DiscriminatorReward.load(discriminator, remover=remover, cache_dir=cache_dir, resolution=resolution,
+                                 device=device),
+    "oracle": lambda *, hidden, resolution, success_db, **_:
+        OracleReward.load(hidden, resolution=resolution, success_db=success_db),
+}
+
+
+def register(name: str, loader: Loader) -> None:
+    """Add a reward model: ``loader(**kw) -> RewardModel``, kw = discriminator, hidden, remover,
+    cache_dir, resolution, device, success_db (take what you need, accept ``**_``)."""
+    REWARDS[name] = loader
+
+
+def load_reward(name: str, **kw) -> RewardModel:
+    if name not in REWARDS:
+        raise ValueError(f"train_rl.reward={name!r} is not a registered reward model; use one of "
+                         f"{', '.join(sorted(REWARDS))} (or register one in rorem_core.rl.rewards)")
+    return REWARDS[name](**kw)

@@ -1,0 +1,191 @@
+"""Rollouts: pool inputs as tensors, K sampled removals per input with their trajectories, rewards,
+group advantages, and the fixed-seed evaluations of the reward-hacking guard.
+
+A rollout of epoch e holds, for G inputs x K samples (N = G K rows, input-major):
+    latents (N, S+1, 4, h, w)  the sampled chain x_T .. x_0      log_probs (N, S) under the sampling weights
+    input_index [N]            row -> pool input                  rewards [N], advantages [N]
+    steps (N, S_train)         the sampler steps trained on (a random subset per row, DDPO's timestep_fraction)
+It is written to the run's work dir when sampled, so a run resumed in the middle of an epoch trains on
+exactly the rollout the killed run drew (the weights that sampled it are gone by then).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from rorem_core.data.formats import read_pool, read_triplets, resolve_in_root
+from rorem_core.data.images import load_mask, load_rgb
+from rorem_core.data.latents import encode_images, image_to_tensor, mask_to_latent, mask_to_tensor
+from rorem_core.evaluation.metrics import masked_psnr
+from rorem_core.io import atomic_path, check_safetensors
+from rorem_core.models.loading import vae_scale_factor
+from rorem_core.models.remover import composite
+from rorem_core.rl.rewards import RewardModel, to_unit
+from rorem_core.rl.sampler import DDIMSchedule, sample_with_log_prob
+from rorem_core.training.losses import group_advantages
+
+
+def row_seed(*parts: int) -> int:
+    return int(np.random.default_rng([int(p) for p in parts]).integers(2**31))
+
+
+@dataclass
+class Inputs:
+    """Removal inputs at the working resolution: pixels for rewards, latents for the UNet."""
+
+    ids: list[str]
+    src: torch.Tensor      # (N, 3, R, R) in [-1, 1]
+    mask: torch.Tensor     # (N, 1, R, R) in {0, 1}
+    lat_mask: torch.Tensor  # (N, 1, h, w)
+    masked: torch.Tensor   # (N, 4, h, w) latent of the masked source
+    gt: torch.Tensor | None = None  # (N, 3, R, R), test split only
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, idx) -> "Inputs":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return Inputs([self.ids[i] for i in idx.tolist()], self.src[idx], self.mask[idx], self.lat_mask[idx],
+                      self.masked[idx], None if self.gt is None else self.gt[idx])
+
+    def cond(self, idx, device) -> dict:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return {"mask": self.lat_mask[idx].to(device), "masked": self.masked[idx].to(device)}
+
+    @classmethod
+    def encode(cls, vae, ids, src, mask, gt=None) -> "Inputs":
+        return cls(list(ids), src, mask, mask_to_latent(mask, vae_scale_factor(vae)),
+                   encode_images(vae, src * (1.0 - mask)), gt)
+
+
+def load_pool_inputs(pool: Path, vae, resolution: int) -> Inputs:
+    meta = pool / "meta.json" if pool.is_dir() else pool
+    items = read_pool(meta)
+    if not items:
+        raise ValueError(f"train_rl: the pool {meta} has no inputs; pass the round's pool (--pool "
+                         "data/pools/round-N) with at least 2 inputs")
+    where = lambda it: f"{meta} entry {it.id}"  # noqa: E731
+    src = torch.stack([image_to_tensor(load_rgb(resolve_in_root(meta.parent, it.source, where=where(it))), resolution)
+                       for it in items])
+    mask = torch.stack([mask_to_tensor(load_mask(resolve_in_root(meta.parent, it.mask, where=where(it))), resolution)
+                        for it in items])
+    return Inputs.encode(vae, [it.id for it in items], src, mask)
+
+
+def load_test_inputs(test: Path, vae, resolution: int, max_images: int | None) -> Inputs:
+    meta = test / "meta.json" if test.is_dir() else test
+    ts = read_triplets(meta)[:max_images]
+    f = lambda rel: resolve_in_root(meta.parent, rel, where=str(meta))  # noqa: E731
+    src = torch.stack([image_to_tensor(load_rgb(f(t.source)), resolution) for t in ts])
+    mask = torch.stack([mask_to_tensor(load_mask(f(t.mask)), resolution) for t in ts])
+    gt = torch.stack([image_to_tensor(load_rgb(f(t.GT)), resolution) for t in ts])
+    return Inputs.encode(vae, [getattr(t, "id", None) or str(i) for i, t in enumerate(ts)], src, mask, gt)
+
+
+def split_heldout(ids: Sequence[str], fraction: float, seed: int, max_heldout: int | None) -> tuple[list[int], list[int]]:
+    """(rollout indices, held-out indices): held-out inputs are never sampled for training."""
+    order = np.random.default_rng([seed, 16]).permutation(len(ids))
+    n_h = int(round(fraction * len(ids)))
+    n_h = min(n_h, max_heldout) if max_heldout is not None else n_h
+    if len(ids) - n_h < 1:
+        raise ValueError(f"train_rl.heldout_fraction={fraction} leaves no rollout input in a pool of {len(ids)}; "
+                         "lower it or use a bigger pool")
+    return sorted(order[n_h:].tolist()), sorted(order[:n_h].tolist())
+
+
+@dataclass
+class Sampling:
+    """What sampling needs besides the weights: conditioning, schedule, eta, decoder, resolution."""
+
+    cond: object
+    sched: DDIMSchedule
+    alphas_cumprod: torch.Tensor
+    eta: float
+    vae: torch.nn.Module
+    resolution: int
+    device: torch.device
+    batch_size: int = 64
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        z = z / self.vae.config.scaling_factor + shift
+        return self.vae.decode(z.to(self.vae.device, self.vae.dtype)).sample.float().clamp(-1, 1).cpu()
+
+    def sample(self, unet, inputs: Inputs, rows: Sequence[int], seeds: Sequence[int]):
+        """(trajectories (latents, log_probs) on CPU, composited images) for input ``rows`` with ``seeds``."""
+        lats, lps, imgs = [], [], []
+        for lo in range(0, len(rows), self.batch_size):
+            r, s = list(rows[lo:lo + self.batch_size]), seeds[lo:lo + self.batch_size]
+            tr = sample_with_log_prob(unet, self.cond, inputs.cond(r, self.device), s, self.sched, eta=self.eta,
+                                      alphas_cumprod=self.alphas_cumprod, resolution=self.resolution)
+            idx = torch.as_tensor(r)
+            imgs.append(composite(self.decode(tr.final), inputs.src[idx], inputs.mask[idx]))
+            lats.append(tr.latents.cpu())
+            lps.append(tr.log_probs.cpu())
+        return torch.cat(lats), torch.cat(lps), torch.cat(imgs)
+
+
+def collect_rollout(unet, smp: Sampling, inputs: Inputs, chosen: Sequence[int], k: int, reward: RewardModel, *,
+                    seed: int, epoch: int, n_train_steps: int, adv_clip: float) -> dict:
+    """Sample K results for each chosen input, score them, and return the rollout (module doc)."""
+    rows = [i for i in chosen for _ in range(k)]
+    seeds = [row_seed(seed, 1, epoch, i, j) for i in chosen for j in range(k)]
+    lats, lps, imgs = smp.sample(unet, inputs, rows, seeds)
+    idx = torch.as_tensor(rows)
+    rewards = reward(imgs, inputs.src[idx], inputs.mask[idx], [inputs.ids[i] for i in rows]).float()
+    adv, m = group_advantages(rewards.view(len(chosen), k), clip=adv_clip)
+    n_steps = lps.shape[1]
+    g = torch.Generator().manual_seed(row_seed(seed, 2, epoch))
+    steps = torch.stack([torch.randperm(n_steps, generator=g)[:n_train_steps] for _ in rows])
+    metrics = {k2: float(v) for k2, v in m.items()}
+    metrics["reward_success"] = float((rewards >= reward.success_threshold).float().mean())
+    return {"latents": lats, "log_probs": lps, "input_index": idx, "rewards": rewards,
+            "advantages": adv.flatten(), "steps": steps, "metrics": metrics}
+
+
+def save_rollout(path: Path, rollout: dict, extra: dict) -> None:
+    tensors = {k: v.contiguous() for k, v in rollout.items() if isinstance(v, torch.Tensor)}
+    meta = {"metrics": json.dumps({**rollout.get("metrics", {}), **extra})}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_rollout(path: Path) -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    check_safetensors(path, fix=f"delete {path}; it is sampled again from the checkpoint's weights")
+    with safe_open(str(path), "pt") as f:
+        extra = json.loads(f.metadata()["metrics"])
+    return load_file(str(path)), extra
+
+
+def trajectory_bytes(rollout: dict) -> int:
+    """Bytes stored per sample (latents + log-probs + steps + scalars)."""
+    n = len(rollout["rewards"])
+    return sum(v.numel() * v.element_size() for v in rollout.values() if isinstance(v, torch.Tensor)) // n
+
+
+@torch.no_grad()
+def heldout_rewards(unet, smp: Sampling, inputs: Inputs, rows: Sequence[int], reward: RewardModel, seed: int) -> torch.Tensor:
+    """One sample per held-out input with FIXED seeds (paired across evaluations) -> rewards [n]."""
+    seeds = [row_seed(seed, 3, i) for i in rows]
+    _, _, imgs = smp.sample(unet, inputs, rows, seeds)
+    idx = torch.as_tensor(list(rows))
+    return reward(imgs, inputs.src[idx], inputs.mask[idx], [inputs.ids[i] for i in rows]).float()
+
+
+@torch.no_grad()
+def test_oracle(unet, smp: Sampling, test: Inputs, seed: int, success_db: float) -> dict:
+    """Per-image masked PSNR and oracle success on the test split, fixed seeds (paired before/after)."""
+    rows = list(range(len(test)))
+    _, _, imgs = smp.sample(unet, test, rows, [row_seed(seed, 4, i) for i in rows])
+    psnr = [masked_psnr(to_unit(imgs[i]), to_unit(test.gt[i]), test.mask[i, 0].numpy() > 0.5) for i in rows]
+    return {"masked_psnr": psnr, "success": [float(p >= success_db) for p in psnr]}
