@@ -85,6 +85,18 @@ def position(step: str) -> str:
     return f"{ORDER.index(name) + 1}/{len(ORDER)}, {phase}"
 
 
+def hidden_for_pool(pool: str) -> str:
+    """The hidden ground truth of a pool: data/pools/round-K -> data/hidden/round-K."""
+    from pathlib import Path
+
+    parts = Path(pool).parts
+    if "pools" not in parts:
+        raise ValueError(f"pool {pool!r}: expected a path like data/pools/round-K (its hidden GT is "
+                         "data/hidden/round-K); simulated annotators need that ground truth")
+    i = parts.index("pools")
+    return Path(*parts[:i], "hidden", *parts[i + 1:]).as_posix()
+
+
 def outs(stage: str, n: int) -> tuple[str, ...]:
     return tuple(p.format(n=n) for p in OUTS[stage])
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rorem_core.contract import RoundPaths, round_entry
+from rorem_core.contract import RoundPaths, hidden_for_pool, round_entry  # noqa: F401  (re-exported)
 from rorem_core.io import write_json_atomic, write_text_atomic
 
 
@@ -55,16 +55,6 @@ def add_round(params_path: Path, n: int) -> bool:
     yml.dump(data, buf)
     write_text_atomic(params_path, buf.getvalue())
     return True
-
-
-def hidden_for_pool(pool: str) -> str:
-    """The hidden ground truth of a pool: data/pools/round-K -> data/hidden/round-K."""
-    parts = Path(pool).parts
-    if "pools" not in parts:
-        raise ValueError(f"pool {pool!r}: expected a path like data/pools/round-K (its hidden GT is "
-                         "data/hidden/round-K); simulated annotators need that ground truth")
-    i = parts.index("pools")
-    return Path(*parts[:i], "hidden", *parts[i + 1:]).as_posix()
 
 
 def simulated_refusal(root: Path, n: int, pool: str) -> str | None:

@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from rorem_core import contract
 from rorem_core.config import TrainRLConfig
+from rorem_core.data.formats import dataset_file
 from rorem_core.device import resolve_device
+from rorem_core.evaluation.no_gt import has_gt
 from rorem_core.io import atomic_dir, write_json_atomic
 from rorem_core.models.conditioning import load_prompt_embeds
 from rorem_core.models.loading import load_scheduler_config, load_vae
@@ -79,7 +82,8 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
                    alphas_cumprod=ctx.alphas_cumprod, eta=cfg.eta, vae=vae.to(pol.device), resolution=res,
                    device=pol.device, batch_size=cfg.sample_batch_size)
     rl = OnlineRL(cfg, pol.unet, smp, inputs, roll, held, reward, pol.work)
-    test_in = load_test_inputs(test, vae, res, cfg.test_images) if test else None
+    # the guard needs GT; an imported test split of photos has none (then the report says n/a)
+    test_in = load_test_inputs(test, vae, res, cfg.test_images) if test and has_gt(dataset_file(test)) else None
     unet = pol.unet.eval()
     before = test_oracle(unet, smp, test_in, cfg.base.seed, cfg.success_db) if test_in else None
     held_before = rl.heldout(0)
@@ -130,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body(cfg):
-        res = run(cfg, args.init, args.pool, args.out, discriminator=args.discriminator, hidden=args.hidden,
+        # reward=oracle on synthetic pools: the hidden GT sits where the round contract puts it (not a DVC dep:
+        # the oracle is an upper-bound ablation; pools without GT, e.g. imported photos, have none)
+        hidden = args.hidden or (Path(contract.hidden_for_pool(str(args.pool))) if cfg.reward == "oracle" else None)
+        res = run(cfg, args.init, args.pool, args.out, discriminator=args.discriminator, hidden=hidden,
                   test=args.test, round_id=args.round)
         _cli.write_metrics(args.metrics, res.model_dump())
         return res

@@ -144,6 +144,6 @@ def test_rl_beside_the_other_models_and_the_reward_vs_oracle_table(tmp_path):
     assert [m["model"] for m in s["models"]] == ["remover", "DPO remover", "RL remover"]
     assert s["rl"][0]["stopped"] == "plateau" and s["rl"][0]["heldout"] == (0.6, 0.7)
     md = (root / "reports" / "report.md").read_text()
-    assert "| 1 | RL remover | 10 | 60.0% | 23.00 | 40.00 |" in md
+    assert "| 1 | RL remover | 10 | yes | 60.0% | 23.00 | 40.00 | n/a |" in md   # GT column; no disc. estimate
     assert ("| 1 | discriminator | ppo | 4 | plateau | 0.600 -> 0.700 | [0.050, 0.150] | 80.0% -> 75.0% | "
             "[-10.0%, 0.0%] | 27.00 -> 26.50 | [-0.800, -0.200] |") in md
