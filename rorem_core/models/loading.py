@@ -77,10 +77,12 @@ def load_unet(ref: str | Path, *, dtype: torch.dtype = torch.float32, with_lora:
     if folder.is_dir():
         check_unet_folder(folder)
     variant = weights_variant(folder)
-    # from_pretrained(torch_dtype=fp32) on an fp16 file holds the whole fp16 state dict next to the fp32
-    # model (5.1 + 10.3 GB for SDXL); loaded as stored, .to() then replaces one tensor at a time
+    # from_pretrained(torch_dtype=fp32) on an fp16 file keeps the memory-mapped fp16 file next to the
+    # fp32 model (5.1 + 10.3 GB for SDXL: 14.7 GiB peak RSS); read into memory as stored and upcast by
+    # .to(), one tensor at a time, the peak is 10.7 GiB (measured, docs/sdxl.md)
     stored = torch.float16 if variant == "fp16" and dtype == torch.float32 else dtype
-    unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=stored, variant=variant, **kw)
+    unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=stored, variant=variant,
+                                                disable_mmap=stored != dtype, **kw)
     if stored != dtype:
         unet = unet.to(dtype)
     if unet.config.in_channels != 9:
