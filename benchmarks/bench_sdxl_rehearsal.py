@@ -6,7 +6,7 @@ Studio. Prints wall time and peak RSS per stage and writes them to a JSON file (
   python benchmarks/bench_sdxl_rehearsal.py [--workdir DIR] [--standin .rorem/sdxl-standin] [--out FILE]
 
 Builds the stand-in first when it is missing (scripts/build_sdxl_standin.py, ~2 min, ~10 GiB).
-Needs ~14 GiB free memory (one full-size UNet in fp32 at a time) and ~30 GB of disk. How the figures
+Needs ~15 GiB free memory (one full-size UNet in fp32 at a time) and ~65 GB of disk (checked first). How the figures
 are taken: tests/helpers/sdxl_round.py.
 """
 
@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# measured: workspace 21 GB + DVC cache 21 GB + local remote 21 GB (two fused 10.3 GB UNets each) + data
+NEED_GB = 65
 
 
 def main() -> None:
@@ -45,6 +48,11 @@ def main() -> None:
     base = a.workdir or Path(tempfile.mkdtemp(prefix="bench-sdxl-"))
     root = base / "proj"
     root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(base).free / 1e9
+    if free < NEED_GB:
+        raise SystemExit(f"{base}: {free:.0f} GB free, the round needs ~{NEED_GB} GB (docs/sdxl.md: DVC keeps the "
+                         "two fused full-size UNets in the workspace, its cache and the remote); pass --workdir "
+                         "on a bigger disk")
     params = yaml.safe_load((REPO / "params.sdxl-rehearsal.yaml").read_text())
     params["base"]["wandb_mode"] = "disabled"
     scratch_project(root, params, {params["bootstrap"]["sdxl_pretrained"]: a.standin})
