@@ -152,3 +152,14 @@ def load_batch(paths: Sequence[Path]) -> dict[str, torch.Tensor]:
     """Stack entries into a batch: each key -> (B, C, h, w)."""
     entries = [load_entry(p) for p in paths]
     return {k: torch.stack([e[k] for e in entries]) for k in KEYS}
+
+
+def latent_cache(ref, base, dtype: str = "fp32") -> LatentCache:
+    """The shared cache of ``base.cache_dir`` with ``ref``'s VAE on the stage's device (``base.device``),
+    in ``dtype`` unless its config forces fp32 (SDXL's VAE: ``load_vae``). ``base``: a BaseConfig."""
+    from rorem_core.device import resolve_device
+    from rorem_core.models.loading import load_vae
+    from rorem_core.models.unet import DTYPES
+
+    vae = load_vae(ref, dtype=DTYPES[dtype], device=resolve_device(base.device))
+    return LatentCache(Path(base.cache_dir) / "latents", vae, base.resolution)

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rorem_core.io import atomic_path, check_safetensors
-from rorem_core.models.loading import resolve_ref
+from rorem_core.models.loading import resolve_ref, weights_variant
 
 log = logging.getLogger(__name__)
 EMBED_FILE = "prompt_embeds.safetensors"
@@ -54,7 +54,7 @@ def encode_prompt(base: str, prompt: str) -> PromptEmbeds:
     for tok_sub, te_sub, te_cls in (("tokenizer", "text_encoder", CLIPTextModel),
                                      ("tokenizer_2", "text_encoder_2", CLIPTextModelWithProjection)):
         tok = CLIPTokenizer.from_pretrained(base, subfolder=tok_sub)
-        te = te_cls.from_pretrained(base, subfolder=te_sub).eval()
+        te = te_cls.from_pretrained(base, subfolder=te_sub, variant=weights_variant(Path(base) / te_sub)).eval()
         ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids
         out = te(ids, output_hidden_states=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,20 +79,32 @@ def write_ref(out_dir: str | Path, base: str | Path, *, unet: str | None, lora: 
 
 
 def load_unet(ref: str | Path, *, dtype: torch.dtype = torch.float32, with_lora: bool = True):
-    """The 9-channel inpainting UNet (plus its LoRA adapter when the ref has one)."""
+    """The 9-channel inpainting UNet (plus its LoRA adapter when the ref has one). A local folder is
+    checked first (config, 9 input channels, every weight's shape: ``check_unet_folder``), so a wrong
+    folder fails in a second with the file named, not after reading gigabytes."""
     from diffusers import UNet2DConditionModel
 
     r = resolve_ref(ref)
     kw = {"subfolder": r.unet_subfolder} if r.unet_subfolder else {}
-    check_local_weights(Path(r.unet) / (r.unet_subfolder or ""))
+    folder = Path(r.unet) / (r.unet_subfolder or "")
+    if folder.is_dir():
+        check_unet_folder(folder)
+    variant = weights_variant(folder)
+    # from_pretrained(torch_dtype=fp32) on an fp16 file keeps the memory-mapped fp16 file next to the
+    # fp32 model (5.1 + 10.3 GB for SDXL: 14.7 GiB peak RSS); read into memory as stored and upcast by
+    # .to(), one tensor at a time, the peak is 10.7 GiB (measured, docs/sdxl.md)
+    stored = torch.float16 if variant == "fp16" and dtype == torch.float32 else dtype
     try:
-        unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=dtype, **kw)
+        unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=stored, variant=variant,
+                                                    disable_mmap=stored != dtype, **kw)
     except OSError:
         if kw or Path(r.unet).exists():
             raise
         # a hub id given as the UNet (bootstrap.sdxl_unet) may name a whole pipeline repo (RORem's
         # "LetsThink/RORem"): its UNet is in unet/
-        unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=dtype, subfolder="unet")
+        unet = UNet2DConditionModel.from_pretrained(r.unet, torch_dtype=stored, subfolder="unet")
+    if stored != dtype:
+        unet = unet.to(dtype)
     if unet.config.in_channels != 9:
         raise ValueError(f"{r.unet}: UNet has in_channels={unet.config.in_channels}; an inpainting "
                          "remover needs 9 (noisy latent 4 + mask 1 + masked-image latent 4)")
@@ -115,8 +128,11 @@ def check_local_weights(folder: Path) -> None:
             check_safetensors(f)
 
 
-def load_vae(ref: str | Path, *, dtype: torch.dtype = torch.float32):
-    """AutoencoderKL (sdxl) or the analytic autoencoder (tiny), chosen by the saved config."""
+def load_vae(ref: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None):
+    """AutoencoderKL (sdxl) or the analytic autoencoder (tiny), chosen by the saved config, on ``device``.
+
+    fp16 is refused for a VAE whose config says ``force_upcast`` (SDXL's overflows to NaN in fp16):
+    it runs in fp32, as diffusers' SDXL pipelines upcast it."""
     from diffusers import AutoencoderKL
 
     from rorem_core.models.analytic_ae import AnalyticAutoencoder
@@ -124,9 +140,11 @@ def load_vae(ref: str | Path, *, dtype: torch.dtype = torch.float32):
     base = resolve_ref(ref).base
     cls_name = _config_class(base, "vae")
     cls = AnalyticAutoencoder if cls_name == "AnalyticAutoencoder" else AutoencoderKL
-    vae = cls.from_pretrained(base, subfolder="vae", torch_dtype=dtype)
+    if dtype == torch.float16 and cls.load_config(base, subfolder="vae").get("force_upcast", False):
+        dtype = torch.float32
+    vae = cls.from_pretrained(base, subfolder="vae", torch_dtype=dtype, variant=weights_variant(Path(base) / "vae"))
     vae.requires_grad_(False)
-    return vae.eval()
+    return vae.eval().to(device) if device is not None else vae.eval()
 
 
 def _config_class(base: str, sub: str) -> str | None:
@@ -160,3 +178,103 @@ def configure_attention(unet, *, xformers: bool | str = "auto") -> str:
                 raise RuntimeError(f"xformers requested but unusable ({e}); install the `gpu` extra "
                                    "or set model.xformers: auto") from e
     return "sdpa"
+
+
+# ------------------------------------------------------------------------------ model folder checks
+
+SDXL_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+_VARIANT = re.compile(r"\.(fp16)[.-]")   # diffusion_pytorch_model.fp16.safetensors, model.fp16-00001-of-00002...
+_FETCH = ("download the whole repo (`hf download diffusers/stable-diffusion-xl-1.0-inpainting-0.1 --local-dir DIR`, "
+          "optionally `--include '*.fp16.*' '*.json' '*.txt'`) or rebuild the stand-in "
+          "(`python scripts/build_sdxl_standin.py`)")
+
+
+class ModelFolderError(ValueError):
+    """A local model folder is incomplete or of the wrong architecture; the message names the file and the fix."""
+
+
+def weights_variant(folder: Path) -> str | None:
+    """``"fp16"`` when a local folder holds only fp16-variant weight files (a hub download of the fp16
+    variant, or the stand-in), else None (plain files, or a hub id: diffusers resolves it)."""
+    files = [f.name for f in folder.glob("*.safetensors")] if folder.is_dir() else []
+    variants = {m.group(1) for f in files if (m := _VARIANT.search(f))}
+    plain = [f for f in files if not _VARIANT.search(f)]
+    return next(iter(variants)) if variants and not plain else None
+
+
+def check_model_dir(path: str | Path) -> None:
+    """A local SDXL-inpainting diffusers folder, checked before any data is touched: every part that
+    ``model_index.json`` lists is there with its config, the UNet is a 9-channel inpainting UNet and
+    every weight file matches its config's shapes. Hub ids (no such folder) pass unchecked."""
+    p = Path(path)
+    if not p.exists():
+        if str(path).startswith((".", "/")) or p.suffix:
+            raise ModelFolderError(f"{p}: no such model folder; {_FETCH}")
+        return   # a hub id
+    index = p / "model_index.json"
+    if not index.is_file():
+        raise ModelFolderError(f"{index}: missing, so {p} is not a diffusers pipeline folder; {_FETCH}")
+    listed = json.loads(index.read_text())
+    for part in SDXL_PARTS:
+        entry = listed.get(part)
+        if not entry or entry[0] is None:
+            raise ModelFolderError(f"{index}: lists no {part!r}; an SDXL-inpainting pipeline needs "
+                                   f"{', '.join(SDXL_PARTS)}; {_FETCH}")
+        cfg = p / part / ("tokenizer_config.json" if part.startswith("tokenizer") else
+                          "scheduler_config.json" if part == "scheduler" else "config.json")
+        if not cfg.is_file():
+            raise ModelFolderError(f"{cfg}: missing ({p}/{part}/ is incomplete or absent); {_FETCH}")
+    check_unet_folder(p / "unet")
+    from diffusers import AutoencoderKL
+
+    from rorem_core.models.analytic_ae import AnalyticAutoencoder
+
+    vae_cls = AnalyticAutoencoder if _config_class(str(p), "vae") == "AnalyticAutoencoder" else AutoencoderKL
+    check_weight_shapes(p / "vae", vae_cls)
+
+
+def check_unet_folder(folder: Path) -> None:
+    """A bare UNet folder (``config.json`` + weights, as the hub's ``unet/`` or RORem's ``final_unet/``):
+    a 9-channel ``UNet2DConditionModel`` whose weights match the config's shapes."""
+    from diffusers import UNet2DConditionModel
+
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise ModelFolderError(f"{cfg_file}: missing; a UNet folder holds config.json and "
+                               "diffusion_pytorch_model[.fp16].safetensors (RORem's final_unet/ layout)")
+    cfg = json.loads(cfg_file.read_text())
+    if cfg.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel" or cfg.get("in_channels") != 9:
+        raise ModelFolderError(f"{cfg_file}: {cfg.get('_class_name')} with in_channels={cfg.get('in_channels')}; "
+                               "the remover needs 9 (noisy latent 4 + mask 1 + masked-image latent 4): use the "
+                               "9-channel inpainting UNet of stable-diffusion-xl-1.0-inpainting-0.1 (unet/) or a "
+                               "RORem UNet, not a text-to-image SDXL UNet")
+    check_weight_shapes(folder, UNet2DConditionModel)
+
+
+def check_weight_shapes(folder: Path, cls) -> None:
+    """Every tensor of the folder's ``*.safetensors`` has the shape the config's model expects, and
+    none is missing (read from the file headers; the model is built on the meta device, no memory)."""
+    from accelerate import init_empty_weights
+    from safetensors import safe_open
+
+    check_local_weights(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    variant = weights_variant(folder)
+    files = [f for f in files if (variant is None) != bool(_VARIANT.search(f.name))]
+    if not files:
+        raise ModelFolderError(f"{folder}: no *.safetensors weights next to config.json; {_FETCH}")
+    with init_empty_weights():
+        expected = {k: tuple(v.shape) for k, v in cls.from_config(cls.load_config(folder)).state_dict().items()}
+    found: dict[str, tuple[tuple, Path]] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as h:
+            for k in h.keys():
+                found[k] = (tuple(h.get_slice(k).get_shape()), f)
+    for k, shape in expected.items():
+        if k not in found:
+            raise ModelFolderError(f"{files[0]}: has no weight {k!r} that {folder / 'config.json'} implies; the "
+                                   f"weights belong to another architecture than the config; {_FETCH}")
+        if found[k][0] != shape:
+            raise ModelFolderError(f"{found[k][1]}: weight {k!r} has shape {list(found[k][0])}, "
+                                   f"{folder / 'config.json'} implies {list(shape)}; weights and config "
+                                   f"come from different models; {_FETCH}")

@@ -37,7 +37,7 @@ def _unet_config(cfg: TinyPresetConfig, sample_size: int) -> dict:
     )
 
 
-def _write_tokenizer(path: Path) -> None:
+def write_tokenizer(path: Path) -> None:
     """An offline CLIP tokenizer: special tokens plus single characters; no merges."""
     path.mkdir(parents=True, exist_ok=True)
     vocab = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2}
@@ -86,8 +86,8 @@ def build_tiny_model(out_dir: str | Path, cfg: TinyPresetConfig, resolution: int
                         sample_size=resolution).save_pretrained(out / "vae")
     CLIPTextModel(_text_config(cfg)).save_pretrained(out / "text_encoder")
     CLIPTextModelWithProjection(_text_config(cfg)).save_pretrained(out / "text_encoder_2")
-    _write_tokenizer(out / "tokenizer")
-    _write_tokenizer(out / "tokenizer_2")
+    write_tokenizer(out / "tokenizer")
+    write_tokenizer(out / "tokenizer_2")
     EulerDiscreteScheduler(**scheduler_config(cfg.prediction_type)).save_pretrained(out / "scheduler")
     write_json_atomic(out / "model_index.json", {
         "_class_name": "StableDiffusionXLInpaintPipeline", "_diffusers_version": "0.42.1",

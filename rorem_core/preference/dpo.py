@@ -32,7 +32,7 @@ from rorem_core.data.augment import dihedral
 from rorem_core.io import write_json_atomic
 from rorem_core.models.conditioning import PromptEmbeds
 from rorem_core.models.loading import load_unet, resolve_ref, write_ref
-from rorem_core.models.unet import add_lora, save_lora, unet_forward
+from rorem_core.models.unet import add_lora, save_lora, save_unet_without_lora, unet_forward
 from rorem_core.preference import lcm
 from rorem_core.preference.pairs import load_pair_batch
 from rorem_core.training.losses import get_loss, per_sample_error
@@ -228,10 +228,7 @@ def save_lora_remover(unet, init_ref: str | Path, out_dir: Path, fused: bool, su
     """Write a remover dir into ``out_dir`` (already a temp dir): ``lora/pytorch_lora_weights.safetensors``
     (diffusers format) + ``rorem_model.json`` (+ ``unet/`` holding the fused init when ``fused``)."""
     save_lora(unet, out_dir / "lora")
-    if fused:
-        base = load_unet(init_ref)
-        base.fuse_lora()
-        base.unload_lora()
-        base.save_pretrained(out_dir / "unet")
+    if fused:   # the fused init is the UNet under the new adapter: written from memory, no second copy
+        save_unet_without_lora(unet, out_dir / "unet")
     write_ref(out_dir, init_ref, unet="unet" if fused else None, lora="lora")
     write_json_atomic(out_dir / "train_summary.json", summary)

@@ -31,9 +31,9 @@ import torch
 from rorem_core.config import TrainDiscriminatorConfig, config_hash
 from rorem_core.data.augment import augment
 from rorem_core.data.formats import FormatError, dataset_file, read_triplets, resolve_in_root
-from rorem_core.data.latents import LatentCache, load_batch, load_entry
+from rorem_core.data.latents import latent_cache, load_batch, load_entry
 from rorem_core.io import atomic_dir, sha256_bytes, write_json_atomic
-from rorem_core.models.loading import configure_attention, load_vae
+from rorem_core.models.loading import configure_attention
 from rorem_core.models.unet import DTYPES
 from rorem_core.reward.discriminator import (
     Discriminator,
@@ -205,7 +205,7 @@ def prepare_labels(cfg: TrainDiscriminatorConfig, init_ref: str | Path, label_me
     if not train_s:
         raise ValueError(f"all {len(samples)} labelled samples are held out; lower heldout_fraction "
                          f"({cfg.heldout_fraction}) or add labels")
-    cache = LatentCache(Path(cfg.base.cache_dir) / "latents", load_vae(init_ref), cfg.base.resolution)
+    cache = latent_cache(init_ref, cfg.base, cfg.frozen_dtype)
     train_e = cache.ensure([(s.source, s.mask, s.result) for s in train_s])
     held_e = cache.ensure([(s.source, s.mask, s.result) for s in held_s])
     return LabelData(split, train_s, held_s, [k for k in keys if k in held], held_e,

@@ -105,6 +105,29 @@ def autoencoder_psnr(model_dir: Path, test_dir: Path, resolution: int, limit: in
     return float(np.mean(-10 * torch.log10(mse).numpy()))
 
 
+def check_sdxl_inputs(cfg: BootstrapConfig) -> None:
+    """bootstrap.sdxl_pretrained (a diffusers SDXL-inpainting folder) and bootstrap.sdxl_unet (a bare
+    UNet folder, RORem's final_unet/ layout) are complete and of the right architecture; hub ids pass."""
+    from rorem_core.models.loading import ModelFolderError, check_model_dir, check_unet_folder
+
+    try:
+        check_model_dir(cfg.sdxl_pretrained)
+        if cfg.sdxl_unet and Path(cfg.sdxl_unet).exists():
+            check_unet_folder(Path(cfg.sdxl_unet))
+    except ModelFolderError as e:
+        raise ModelFolderError(f"bootstrap.sdxl_pretrained / sdxl_unet: {e}") from None
+
+
+def _unet_ref(unet: str | None, model_out: Path) -> str | None:
+    """A local UNet folder is stored relative to the model dir (rorem_model.json resolves it so), which
+    keeps the ref valid whatever the working directory; a hub id passes unchanged."""
+    import os
+
+    if unet and Path(unet).exists():
+        return os.path.relpath(Path(unet).resolve(), model_out.resolve())
+    return unet
+
+
 def write_round0(labels_out: Path, disc_out: Path) -> None:
     """Round 0 has no human labels and no discriminator: both are written as explicit empty artifacts,
     so round 1's labels and select stages depend on "the previous round" like every other round."""
@@ -123,13 +146,15 @@ def run(cfg: BootstrapConfig, model_out: Path, data_root: Path, *, labels_out: P
     if cfg.synthetic.size != cfg.base.resolution and cfg.preset == "tiny":
         raise ValueError(f"bootstrap.synthetic.size={cfg.synthetic.size} differs from base.resolution="
                          f"{cfg.base.resolution}; set them equal for the tiny preset")
+    if cfg.preset == "sdxl":     # a wrong or incomplete model folder fails here, before any data is written
+        check_sdxl_inputs(cfg)
     data = write_all(cfg.synthetic, data_root)
     pre = None
     with atomic_dir(model_out) as tmp:
         if cfg.preset == "tiny":
             pre = build_tiny(cfg, tmp)
         else:
-            write_ref(tmp, cfg.sdxl_pretrained, unet=cfg.sdxl_unet, lora=None)
+            write_ref(tmp, cfg.sdxl_pretrained, unet=_unet_ref(cfg.sdxl_unet, model_out), lora=None)
     write_round0(labels_out or data_root / "labels" / "round-0",
                  disc_out or model_out.parent / "discriminator" / "round-0")
     psnr = autoencoder_psnr(model_out, data_root / "test", cfg.base.resolution) if cfg.preset == "tiny" else None

@@ -10,11 +10,10 @@ from typing import Sequence
 from pydantic import BaseModel
 
 from rorem_core.config import DistillConfig
-from rorem_core.data.latents import LatentCache
+from rorem_core.data.latents import latent_cache
 from rorem_core.io import atomic_dir
 from rorem_core.models.conditioning import load_prompt_embeds
-from rorem_core.models.loading import load_scheduler_config, load_vae
-from rorem_core.models.unet import DTYPES
+from rorem_core.models.loading import load_scheduler_config
 from rorem_core.preference.distill import LCMContext, discriminator_reward, distill_entries, make_distill_loss
 from rorem_core.preference.dpo import LoraPolicy, StepContext, history_tail, save_lora_remover
 from rorem_core.preference.pairs import labelled_batch_fn
@@ -54,8 +53,7 @@ def run(cfg: DistillConfig, teacher: Path, out_dir: Path, *, train: Sequence[Pat
         raise ValueError("distill: no data; pass --train (triplets) and/or --candidates (scored)")
     if cfg.reward_scale > 0 and reward_model is None:
         raise ValueError(f"reward_scale={cfg.reward_scale} needs --reward-model (a discriminator dir)")
-    cache = LatentCache(Path(cfg.base.cache_dir) / "latents", load_vae(teacher, dtype=DTYPES[cfg.frozen_dtype]),
-                        cfg.base.resolution)
+    cache = latent_cache(teacher, cfg.base, cfg.frozen_dtype)
     entries, counts = distill_entries(cache, train, candidates, cfg.unscored_score)
     del cache
     pol = LoraPolicy.setup(cfg, teacher, f"distill/round-{round_id}", *map(str, train), *map(str, candidates),

@@ -11,11 +11,10 @@ from typing import Sequence
 from pydantic import BaseModel
 
 from rorem_core.config import TrainDPOConfig
-from rorem_core.data.latents import LatentCache
+from rorem_core.data.latents import latent_cache
 from rorem_core.io import atomic_dir
 from rorem_core.models.conditioning import load_prompt_embeds
-from rorem_core.models.loading import load_scheduler_config, load_vae
-from rorem_core.models.unet import DTYPES
+from rorem_core.models.loading import load_scheduler_config
 from rorem_core.preference.dpo import (
     LoraPolicy,
     StepContext,
@@ -44,8 +43,7 @@ class TrainDPOResult(BaseModel):
 
 
 def _entries(cfg: TrainDPOConfig, init: Path, pairs: Sequence[Path], labels: Sequence[Path]):
-    cache = LatentCache(Path(cfg.base.cache_dir) / "latents", load_vae(init, dtype=DTYPES[cfg.frozen_dtype]),
-                        cfg.base.resolution)
+    cache = latent_cache(init, cfg.base, cfg.frozen_dtype)
     if cfg.loss == "dpo":
         if not pairs:
             raise ValueError("train_dpo with loss=dpo needs --pairs (a build_pairs output)")

@@ -17,12 +17,12 @@ import torch
 
 from rorem_core.config import TrainRemoverConfig, config_hash
 from rorem_core.data.augment import augment
-from rorem_core.data.latents import LatentCache
+from rorem_core.data.latents import latent_cache
 from rorem_core.data.validate import require_valid
 from rorem_core.io import atomic_dir, write_json_atomic
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
-from rorem_core.models.loading import configure_attention, load_scheduler_config, load_unet, load_vae, write_ref
-from rorem_core.models.unet import DTYPES, add_lora, diffusion_target, save_lora, unet_forward
+from rorem_core.models.loading import configure_attention, load_scheduler_config, load_unet, write_ref
+from rorem_core.models.unet import add_lora, diffusion_target, save_lora, unet_forward
 from rorem_core.training.losses import get_loss
 from rorem_core.training.trainer import TrainResult, run_training
 
@@ -90,8 +90,7 @@ def train_remover(cfg: TrainRemoverConfig, init_ref: str | Path, train_metas: Se
     for meta in train_metas:      # every problem of a dataset at once, before any compute is spent
         require_valid(meta)
     files = triplet_files(train_metas)
-    frozen = DTYPES[cfg.frozen_dtype]
-    cache = LatentCache(Path(cfg.base.cache_dir) / "latents", load_vae(init_ref, dtype=frozen), cfg.base.resolution)
+    cache = latent_cache(init_ref, cfg.base, cfg.frozen_dtype)
     entries = cache.ensure(files)
     del cache  # frees the VAE: only latents are needed from here on
     cond = load_prompt_embeds(init_ref, cfg.base.cache_dir)

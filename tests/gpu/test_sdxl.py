@@ -52,3 +52,27 @@ def test_sdxl_bootstrap_train_generate_evaluate(sdxl_params):
                       root / "eval")
     print(ev.table)
     assert ev.metrics["remover"]["all"]["n"] == 16
+
+
+def test_sdxl_whole_round_with_real_weights(tmp_path):
+    """The round `make rehearsal` runs on the CPU stand-in, here on CUDA with the real weights and the
+    SDXL preset's own sizes and precision (512 px, fp16, full fine-tune, LoRA r4 / r8 / r64); only
+    the data and step counts are small. Prints wall time and peak host RSS per stage."""
+    from tests.helpers.sdxl_round import format_rows, measured_round, scratch_project
+
+    params = yaml.safe_load((REPO / "params.sdxl.yaml").read_text())
+    params["base"]["wandb_mode"] = "disabled"
+    params["bootstrap"].update(sdxl_pretrained=SDXL)
+    params["bootstrap"]["synthetic"].update(n_seed=32, n_test=16, pool_size=8, n_pools=1)
+    for s, steps in (("train_remover", 4), ("train_discriminator", 4), ("train_dpo", 4), ("distill", 4)):
+        params[s].update(steps=steps)
+    for s in ("generate", "evaluate", "evaluate_dpo"):
+        params[s].update(steps=20)
+    root = tmp_path / "proj"
+    root.mkdir()
+    scratch_project(root, params)
+    res = measured_round(root, tmp_path)
+    print(format_rows(res))
+    assert res["error"] is None, res["error"]
+    report = Path(res["report"]).read_text()
+    assert "## Rounds" in report
