@@ -11,7 +11,10 @@ REPO = Path(__file__).resolve().parents[2]
 ALLOWED = {("base", "resolution"), ("bootstrap", "sdxl_pretrained"), ("bootstrap", "sdxl_unet"),
            ("bootstrap", "synthetic"), ("train_remover", "mode"), ("select", "fraction"), ("report", "title"),
            *{("*", k) for k in ("steps", "batch_size", "grad_accum", "eval_batch_size", "log_every",
-                                "mixed_precision", "frozen_dtype", "dtype")}}
+                                "mixed_precision", "frozen_dtype", "dtype")},
+           # train_rl's counts: samples per input, inputs per rollout, sampler steps, held-out and test images
+           *{("train_rl", k) for k in ("num_samples", "inputs_per_epoch", "sampler_steps", "sample_batch_size",
+                                       "heldout_max", "test_images")}}
 
 
 def _flat(d: dict) -> dict:
