@@ -34,7 +34,7 @@ lint: env
 	$(VENV)/bin/ruff check .
 
 test: env env-ls env-browser lint
-	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q --timeout=1800 tests
+	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q --timeout=1800 --durations=25 tests
 
 test-fast: env
 	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q -m "not slow and not integration and not browser" tests
