@@ -1,5 +1,5 @@
 """`dvc repro` runs the declared stages in a fresh git + DVC repo, records them in dvc.lock, and a
-second `dvc repro` has nothing to do. Here: the stages before the human gate (a fresh project has no
+second `dvc repro` has nothing to do. Here: the stages before the human gate (the round contract's) (a fresh project has no
 frozen annotations yet; tests/flows/test_e2e.py reproduces whole rounds, annotations included)."""
 
 import os
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from rorem_core import contract
 
 pytestmark = pytest.mark.integration
 
@@ -40,18 +42,18 @@ def clone(tmp_path_factory, copy_project):
     return root, env
 
 
-BEFORE_GATE = ["evaluate@1", "select@1"]     # + upstream: bootstrap, train_remover@1, generate@1
+BEFORE_GATE = [f"{s}@1" for s in contract.BEFORE_GATE]    # + upstream: bootstrap
 
 
 def test_dvc_repro_runs_every_stage_then_nothing(clone):
     root, env = clone
     _run(["dvc", "repro", *BEFORE_GATE], root, env)
     for out in ("models/base/model_index.json", "models/remover/round-1/rorem_model.json",
-                "data/candidates/round-1/candidates.json", "results/evaluate/round-1/metrics.json",
+                "data/candidates/round-1/candidates.json", "data/selected/round-1/selection.json",
                 "results/bootstrap/metrics.json"):
         assert (root / out).is_file(), out
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert {"bootstrap", "train_remover@1", "generate@1", "select@1", "evaluate@1"} <= set(lock["stages"])
+    assert {"bootstrap", "train_remover@1", "generate@1", "select@1"} <= set(lock["stages"])
     second = _run(["dvc", "repro", *BEFORE_GATE], root, env)
     assert "Data and pipelines are up to date" in second or "didn't change" in second
     status = _run(["dvc", "status", *BEFORE_GATE], root, env)
@@ -64,8 +66,9 @@ def test_dvc_repro_runs_every_stage_then_nothing(clone):
 def test_changing_a_stage_param_reruns_only_downstream(clone):
     root, env = clone
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["evaluate"]["num_grid"] = 2
+    params["select"]["fraction"] = 0.5
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run(["dvc", "repro", *BEFORE_GATE], root, env)
-    assert "Running stage 'evaluate@1'" in out
+    assert "Running stage 'select@1'" in out
+    assert "Running stage 'generate@1'" not in out
     assert "Running stage 'train_remover@1'" not in out and "Running stage 'bootstrap'" not in out
