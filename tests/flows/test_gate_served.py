@@ -55,7 +55,7 @@ def served_project(tmp_path, git_cmd):
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump({
         "base": {"seed": 0, "wandb_mode": "disabled"},
-        "annotation": {"port": _free_port(), "project_prefix": "served"},
+        "annotation": {"port": _free_port(), "project_prefix": "served", "gold": {"share": 0.0}},   # no gold: counts below
         "rounds": {"1": contract.round_entry(1)}}))
     (root / ".gitignore").write_text("/.rorem/\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
