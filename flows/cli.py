@@ -173,10 +173,17 @@ def _resume(argv: list[str]) -> int:
         print("error: no Prefect server; suspended rounds live in `rorem serve`'s server: start it first",
               file=sys.stderr)
         return 1
-    from flows.serve import resume, waiting_rounds
+    from flows.serve import RunGone, resume, waiting_rounds
 
-    done = [st["round"] for st in waiting_rounds(root) if args.round in (None, st["round"])
-            and resume(st["flow_run_id"], "cli", args.note)]
+    done = []
+    for st in waiting_rounds(root):
+        if args.round not in (None, st["round"]):
+            continue
+        try:
+            if resume(st["flow_run_id"], "cli", args.note):
+                done.append(st["round"])
+        except RunGone as e:
+            print(f"round {st['round']}: {e}", file=sys.stderr)
     print(f"resumed round(s) {done}" if done else "no suspended round to resume")
     return 0 if done else 1
 

@@ -83,6 +83,10 @@ def waiting_rounds(root: Path) -> list[dict]:
     return out
 
 
+class RunGone(RuntimeError):
+    """The round's suspended run ended without a resume (crashed, cancelled): nothing is left to resume."""
+
+
 def resume(flow_run_id: str, source: str, note: str = "") -> bool:
     """Resume a suspended round run with ``AnnotationDone``; False if it is not paused (any more)."""
     from uuid import UUID
@@ -93,6 +97,9 @@ def resume(flow_run_id: str, source: str, note: str = "") -> bool:
     with get_client(sync_client=True) as c:
         run = c.read_flow_run(UUID(flow_run_id))
     if not run.state or not run.state.is_paused():
+        if run.state and run.state.is_final():   # e.g. the server stopped before the suspension was stored
+            raise RunGone(f"Prefect has the run {run.state.name}: it cannot be resumed; run the round again "
+                          "(finished stages are skipped)")
         return False
     resume_flow_run(UUID(flow_run_id), run_input={"source": source, "note": note})
     return True
@@ -101,13 +108,20 @@ def resume(flow_run_id: str, source: str, note: str = "") -> bool:
 def check_and_resume(root: Path) -> list[int]:
     """One watcher pass: resume every waiting round whose projects reached its target; returns them."""
     from tasks.annotation import annotation_progress, target_reached
+    from tasks.rounds import Layout, update_state
 
     resumed = []
     for st in waiting_rounds(root):
         n = int(st["round"])
         prog = annotation_progress.fn(str(root), n, st.get("label_studio_url"), st.get("min_labels"))
         if target_reached(prog, float(st.get("target_fraction", 1.0))):
-            if resume(st["flow_run_id"], "watcher", f"{prog['done']}/{prog['total']} tasks done"):
+            try:
+                done = resume(st["flow_run_id"], "watcher", f"{prog['done']}/{prog['total']} tasks done")
+            except RunGone as e:   # stop watching it; `rorem status` shows why
+                log.warning("round %s: %s", n, e)
+                update_state(Layout(root, n).state, status="failed", waiting_for=None, flow_run_id=None, error=str(e))
+                continue
+            if done:
                 log.info("round %s: annotation target reached, resumed run %s", n, st["flow_run_id"])
                 resumed.append(n)
     return resumed

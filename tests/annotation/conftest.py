@@ -80,5 +80,19 @@ def ls(tmp_path_factory) -> LSEnv:
 
 @pytest.fixture(scope="session")
 def new_round():
-    """``new_round(data_root, round_id, n_inputs=3, scores=True) -> RoundFiles``."""
-    return make_round
+    """``new_round(data_root, round_id, n_inputs=3, scores=True) -> RoundFiles``.
+
+    Refuses a (data_root, round_id) that an earlier test of the session already made: the session's
+    Label Studio keeps round N's projects and push.json, so a second test on round N would see the
+    first one's tasks and gold plan (this once made a gold test pass alone and fail in the suite)."""
+    made: dict[tuple[str, int], str] = {}
+
+    def make(data_root: Path, round_id: int, *args, **kwargs) -> RoundFiles:
+        key, who = (str(Path(data_root).resolve()), int(round_id)), os.environ.get("PYTEST_CURRENT_TEST", "?")
+        if key in made:
+            raise AssertionError(f"round {round_id} under {data_root} was already made by {made[key]}; "
+                                 f"give {who} a round number no other test uses")
+        made[key] = who
+        return make_round(data_root, round_id, *args, **kwargs)
+
+    return make

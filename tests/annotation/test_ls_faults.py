@@ -97,7 +97,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("n", [1, 2, 4], ids=["first-review-batch", "second-review-batch", "first-pairwise-batch"])
 def test_push_killed_after_a_committed_import_then_rerun_completes_without_duplicates(ls, new_round, n):
-    round_id = 30 + n
+    round_id = 50 + n                                         # 51, 52, 54: no other test's round
     r = new_round(ls.data, round_id, n_inputs=4)              # 8 review tasks (3 batches), 4 pairs (2 batches)
     ref_cfg = ls.cfg(import_batch=3, project_prefix=f"ref{n}")
     push_round(ls.client, ref_cfg, round_id, r.candidates, ls.data)

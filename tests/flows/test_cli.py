@@ -60,3 +60,27 @@ def test_resume_needs_the_served_server(project, capsys, monkeypatch):
 
 def test_unknown_command_prints_usage(capsys):
     assert cli.main(["nope"]) == 2 and "rorem round" in capsys.readouterr().out
+
+
+def test_watcher_marks_a_round_whose_suspended_run_is_gone_as_failed(project, monkeypatch):
+    """A run that crashed before its suspension reached the server cannot be resumed: the watcher says so
+    once (state failed, with the fix) instead of trying every poll; a resumable round is still resumed."""
+    from flows import serve
+    from flows.serve import RunGone
+
+    add_round(project / "params.yaml", 2)
+    for n in (1, 2):
+        update_state(Layout(project, n).state, round=n, status="waiting", flow_run_id=f"run-{n}")
+    monkeypatch.setattr("tasks.annotation.annotation_progress.fn", lambda *a: {"done": 4, "total": 4})
+    monkeypatch.setattr("tasks.annotation.target_reached", lambda prog, f: True)
+
+    def fake_resume(run_id, source, note=""):
+        if run_id == "run-1":
+            raise RunGone("Prefect has the run Crashed: it cannot be resumed; run the round again")
+        return True
+
+    monkeypatch.setattr(serve, "resume", fake_resume)
+    assert serve.check_and_resume(project) == [2]
+    st = json.loads(Layout(project, 1).state.read_text())
+    assert st["status"] == "failed" and "run the round again" in st["error"] and st["flow_run_id"] is None
+    assert [s["round"] for s in serve.waiting_rounds(project)] == [2]     # round 1 is no longer polled

@@ -95,6 +95,18 @@ def _state(root) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
+def _run_state(root, run_id: str) -> str:
+    """Prefect's state type of the flow run (PAUSED once the suspension is stored), '' if unreachable."""
+    import urllib.request
+
+    url = json.loads((root / ".rorem/prefect/server.json").read_text())["url"]
+    try:
+        with urllib.request.urlopen(f"{url}/flow_runs/{run_id}", timeout=5) as r:
+            return (json.loads(r.read()).get("state") or {}).get("type") or ""
+    except OSError:
+        return ""
+
+
 def test_suspended_round_survives_a_server_restart_and_resumes_when_annotators_finish(served_project, tmp_path):
     root, env, procs = served_project
     port = _free_port()
@@ -105,6 +117,10 @@ def test_suspended_round_survives_a_server_restart_and_resumes_when_annotators_f
     st = _wait(lambda: _state(root).get("status") == "waiting" and _state(root), 180, "the gate to suspend",
                tmp_path / "serve1.log")
     assert st["waiting_for"].startswith("annotations of round 1: 0/9") and st["flow_run_id"]
+    # the state file is written just before the suspension reaches the server: stop the server only once
+    # Prefect holds the run as PAUSED (stopping it earlier crashes the run: nothing is left to resume)
+    _wait(lambda: _run_state(root, st["flow_run_id"]) == "PAUSED", 120, "Prefect to hold the run as suspended",
+          tmp_path / "serve1.log")
     status = subprocess.run([*RORME, "status", "--root", str(root)], cwd=root, env=env, capture_output=True,
                             text=True)
     assert "waiting for annotations of round 1: 0/9" in status.stdout and "review: 0/6" in status.stdout
