@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers.browser import browser  # noqa: F401  (the browser tests' fixture, one chromium per module)
+
 _PREFECT_HOME = tempfile.mkdtemp(prefix="rorem-prefect-")
 for key, value in {
     "HF_HUB_OFFLINE": "1",

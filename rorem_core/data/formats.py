@@ -109,16 +109,19 @@ def dataset_file(path: str | Path, *names: str) -> Path:
     return next((path / n for n in names if (path / n).is_file()), path / names[-1])
 
 
-def _read_json_list(path: Path) -> list[Any]:
+def read_json_list(path: Path, what: str = "entries (RORem meta.json)",
+                   missing: str = "point to the folder's meta.json") -> list[Any]:
+    """The JSON list at ``path`` (rows unchecked); FormatError naming the file, ``what`` it should hold
+    and the fix (``missing``: what to do when the file does not exist)."""
+    path = Path(path)
     if not path.is_file():
-        raise FormatError(f"{path}: file not found; point to the folder's meta.json")
+        raise FormatError(f"{path}: file not found; {missing}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FormatError(f"{path}: invalid JSON ({e}); fix the file or regenerate it") from e
     if not isinstance(data, list):
-        raise FormatError(f"{path}: expected a JSON list of entries (RORem meta.json), "
-                          f"found {type(data).__name__}")
+        raise FormatError(f"{path}: expected a JSON list of {what}, found {type(data).__name__}")
     return data
 
 
@@ -142,17 +145,17 @@ def _parse(model: type[T], data: Sequence[Any], path: Path) -> list[T]:
 
 def read_triplets(path: str | Path) -> list[Triplet]:
     path = Path(path)
-    return _parse(Triplet, _read_json_list(path), path)
+    return _parse(Triplet, read_json_list(path), path)
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
     path = Path(path)
-    return _parse(Pair, _read_json_list(path), path)
+    return _parse(Pair, read_json_list(path), path)
 
 
 def read_pool(path: str | Path) -> list[PoolItem]:
     path = Path(path)
-    return _parse(PoolItem, _read_json_list(path), path)
+    return _parse(PoolItem, read_json_list(path), path)
 
 
 def write_entries(path: str | Path, entries: Iterable[BaseModel]) -> None:

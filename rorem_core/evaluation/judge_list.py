@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from rorem_core.data.formats import FormatError, resolve_in_root
+from rorem_core.data.formats import FormatError, read_json_list, resolve_in_root
 from rorem_core.data.images import ImageError, load_mask, load_rgb
 from rorem_core.evaluation.judge import judge
 
@@ -31,16 +31,7 @@ def _name(index: int, row) -> str:
 
 
 def read_list(path: Path) -> list:
-    if not path.is_file():
-        raise FormatError(f"{path}: file not found; give a JSON list of {{source, mask, result, GT}}")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FormatError(f"{path}: invalid JSON ({e})") from e
-    if not isinstance(rows, list):
-        raise FormatError(f"{path}: expected a JSON list of {{source, mask, result, GT}}, "
-                          f"found {type(rows).__name__}")
-    return rows
+    return read_json_list(path, "{source, mask, result, GT}", "give a JSON list of {source, mask, result, GT}")
 
 
 def judge_entry(path: Path, index: int, row) -> dict:

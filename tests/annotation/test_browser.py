@@ -7,7 +7,6 @@ Screenshots are kept under artifacts/annotation/.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -16,32 +15,16 @@ import pytest
 from annotation.pull import pull_round
 from annotation.push import push_round
 from rorem_core.data.formats import read_pairs, read_triplets
+from tests.helpers.browser import login
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "annotation"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 EDITOR_IMAGES = ".lsf-main-view img"   # the labeling editor's <Image> tags (not the task-list thumbnails)
 ALL_IMAGES_LOADED = """() => {
   const imgs = Array.from(document.querySelectorAll('.lsf-main-view img'));
   return imgs.length >= 3 && imgs.every(i => i.complete && i.naturalWidth > 0);
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.is_file():
-        if os.environ.get("RUN_WITHOUT_BROWSER") == "1":
-            pytest.skip("no /usr/bin/chromium and RUN_WITHOUT_BROWSER=1")
-        pytest.fail("no /usr/bin/chromium: run scripts/install_chromium.sh (Debian package)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 def _open_task(page, base: str, project_id: int, task_id: int, shot: str) -> list:
@@ -73,14 +56,7 @@ def test_annotator_labels_review_and_pairwise_in_the_ui(ls, new_round, browser):
     review_task = next(t for t in ls.client.iter_tasks(push.projects["review"]) if t["data"]["candidate_id"] == target)
     pair_task = next(t for t in ls.client.iter_tasks(push.projects["pairwise"]) if t["data"]["input_id"] == "p001")
 
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(base) else route.continue_())
-    page.goto(f"{base}/user/login/")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    assert "/user/login" not in page.url, "login failed"
+    page = login(browser, base, email, password)
 
     sizes = _open_task(page, base, push.projects["review"], review_task["id"], "review_ui.png")
     assert len(sizes) == 3 and min(sizes) == 64

@@ -17,7 +17,8 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from annotation.push import push_round
-from tests.annotation.test_browser import ALL_IMAGES_LOADED, EDITOR_IMAGES, browser  # noqa: F401 (fixture)
+from tests.annotation.test_browser import ALL_IMAGES_LOADED, EDITOR_IMAGES
+from tests.helpers.browser import login
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -32,18 +33,10 @@ def _shot(page, tmp_path: Path, name: str) -> None:
         shutil.copyfile(tmp_path / name, Path(os.environ["ROREM_SCREENS"]) / name)
 
 
-def _login(browser, base: str, ls):  # noqa: F811
+def _login(browser, base: str, ls):
     email, password = f"blind-{secrets.token_hex(3)}@rorem.local", secrets.token_urlsafe(12)
     ls.server.add_users([{"email": email, "password": password}])
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(base) else route.continue_())
-    page.goto(f"{base}/user/login/")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    assert "/user/login" not in page.url, "login failed"
-    return page
+    return login(browser, base, email, password)
 
 
 def _open(page, base: str, project_id: int, task_id: int) -> None:

@@ -5,7 +5,6 @@ accepted / rejected / disagreement filters show the right rows, a screenshot is 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,7 @@ from rorem_core.evaluation.report import build_report
 from tests.helpers.photos import scene
 
 pytestmark = [pytest.mark.browser]
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "gallery"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-dev-shm-usage"]
 
 
 def _png(path: Path, arr) -> str:
@@ -60,20 +57,6 @@ def make_round(root: Path) -> None:
                      (("source", src), ("mask", m > 0), ("GT", gt), ("result", gt))}
             index.append({"id": f"t{j}", **names, "masked_psnr": 25.0 if j == 0 else 12.0, "success": j == 0})
         (g / "index.json").write_text(json.dumps(index))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.is_file():
-        if os.environ.get("RUN_WITHOUT_BROWSER") == "1":
-            pytest.skip("no /usr/bin/chromium and RUN_WITHOUT_BROWSER=1")
-        pytest.fail("no /usr/bin/chromium: run scripts/install_chromium.sh (Debian package)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 def visible_rows(page) -> list[str]:
