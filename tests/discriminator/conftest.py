@@ -13,20 +13,12 @@ from rorem_core.data.formats import Candidate, read_pool, write_candidates
 from rorem_core.data.images import load_mask, load_rgb, save_png
 from rorem_core.data.synthetic import SyntheticConfig, write_pool
 from rorem_core.evaluation.baselines import leave_object, telea
+from tests.helpers import threads
 
 FILLS = {"telea": telea, "leave": leave_object}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These tiny models run ~50x faster on one thread than on two oversubscribed cores (the CI
-    machine is shared); restored afterwards so other test folders keep their setting."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_torch_thread = pytest.fixture(autouse=True)(threads.one_torch_thread)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rorem_core.data.formats import Pair, read_triplets, write_entries
+from tests.helpers import threads
 
 REPO = Path(__file__).resolve().parents[2]
 RES = 32
@@ -54,13 +55,4 @@ def bench():
     return bench_preference
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: one intra-op thread is as fast, and it avoids oversubscription (10-50x slower
-    steps measured when the 2 cores are shared with other jobs). Restored after each test."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_torch_thread = pytest.fixture(autouse=True)(threads.one_torch_thread)

@@ -13,21 +13,14 @@ import pytest
 
 from rorem_core.data.formats import Candidate, write_candidates
 from rorem_core.data.images import save_png
+from tests.helpers import threads
 
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run much faster on one thread than on two oversubscribed cores. Module scope, so the
-    module-scoped training fixtures run on the same thread count as the tests that compare against
-    them (CPU float reductions differ between 1 and 2 threads)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# module scope: the module-scoped training fixtures run on the same thread count as the tests that
+# compare against them (CPU float reductions differ between 1 and 2 threads)
+one_torch_thread = pytest.fixture(autouse=True, scope="module")(threads.one_torch_thread)
 
 
 def tree_hash(*paths: Path) -> str:
