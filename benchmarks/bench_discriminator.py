@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from rorem_core.config import stage_config
 from rorem_core.data.formats import read_candidates, resolve_in_root
@@ -34,20 +33,16 @@ TINY_TRAIN = dict(mode="full", steps=600, batch_size=32, lr=3e-4, lr_schedule="c
                   lr_warmup_steps=20, checkpoint_every=200, log_every=50, heldout_fraction=0.2)
 
 
+
+def _common():
+    """benchmarks.common, imported once the repo root is on sys.path (these files also run as scripts)."""
+    from benchmarks import common
+
+    return common
+
 def workspace(root: Path) -> dict:
     """params of a tiny workspace under ``root`` (bootstrapped once)."""
-    from rorem_core.stages import bootstrap
-
-    path = root / "params.yaml"
-    if path.is_file():
-        return yaml.safe_load(path.read_text())
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["base"].update(cache_dir=str(root / ".rorem/cache"), work_dir=str(root / ".rorem/work"),
-                          wandb_mode="disabled", device="cpu")
-    params["bootstrap"]["synthetic"].update(n_seed=400, pool_size=40, n_pools=2)
-    bootstrap.run(stage_config("bootstrap", params), root / "models/base", root / "data")
-    path.write_text(yaml.safe_dump(params))
-    return params
+    return _common().tiny_workspace(root, n_seed=400, pool_size=40, n_pools=2)
 
 
 def learning(root: Path, params: dict, noise_db: float) -> tuple[dict, list[Path]]:

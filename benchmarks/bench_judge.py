@@ -13,29 +13,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from rorem_core.config import stage_config
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:   # run as a script: the repo root for `benchmarks.common`
+    sys.path.insert(0, str(REPO))
 METHODS = ("remover", "ae_ceiling", "telea", "ring_mean", "leave_object")
 
 
-def workspace(root: Path) -> dict:
-    from rorem_core.stages import bootstrap
 
-    path = root / "params.yaml"
-    if path.is_file():
-        return yaml.safe_load(path.read_text())
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["base"].update(cache_dir=str(root / ".rorem/cache"), work_dir=str(root / ".rorem/work"),
-                          wandb_mode="disabled", device="cpu")
-    bootstrap.run(stage_config("bootstrap", params), root / "models/base", root / "data")
-    path.write_text(yaml.safe_dump(params))
-    return params
+def _common():
+    """benchmarks.common, imported once the repo root is on sys.path (these files also run as scripts)."""
+    from benchmarks import common
+
+    return common
+
+def workspace(root: Path) -> dict:
+    return _common().tiny_workspace(root)
 
 
 def table(metrics: dict) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from pathlib import Path
 
 import yaml
@@ -22,6 +23,8 @@ import yaml
 from rorem_core.config import stage_config
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:   # run as a script: the repo root for `benchmarks.common`
+    sys.path.insert(0, str(REPO))
 RECIPE = dict(loss="reinforce", lr=1e-3, batch_size=160, steps=20, patience=0, heldout_fraction=0.5,
               test_images=100, log_every=2, checkpoint_every=50)
 
@@ -36,18 +39,18 @@ class Brightness:
         return ((results.mean(1, keepdim=True) * m).sum((1, 2, 3)) / m.sum((1, 2, 3))).float()
 
 
+
+def _common():
+    """benchmarks.common, imported once the repo root is on sys.path (these files also run as scripts)."""
+    from benchmarks import common
+
+    return common
+
 def workspace(path: Path | None, out: Path) -> tuple[dict, Path, Path]:
     """(params with scratch dirs under ``out``, base model dir, data dir); bootstraps one if needed."""
-    from rorem_core.stages import bootstrap
-
     if path is None:
         path = out / "ws"
-        if not (path / "models" / "base").is_dir():
-            params = yaml.safe_load((REPO / "params.yaml").read_text())
-            params["base"].update(wandb_mode="disabled", device="cpu")
-            params["bootstrap"]["synthetic"].update(n_seed=400, pool_size=40, n_pools=2)
-            bootstrap.run(stage_config("bootstrap", params), path / "models/base", path / "data")
-            (path / "params.yaml").write_text(yaml.safe_dump(params))
+        _common().tiny_workspace(path, n_seed=400, pool_size=40, n_pools=2)
     params = copy.deepcopy(yaml.safe_load((path / "params.yaml").read_text()))
     params["base"].update(cache_dir=str(out / "cache"), work_dir=str(out / "work"), wandb_mode="disabled", device="cpu")
     return params, path / "models" / "base", path / "data"

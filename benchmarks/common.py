@@ -1,0 +1,31 @@
+"""What several benchmarks share: a tiny workspace bootstrapped once from the shipped params.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from rorem_core.config import stage_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_workspace(root: Path, **synthetic) -> dict:
+    """params of a tiny workspace under ``root`` (models/base, data/), bootstrapped on first use from
+    the shipped params.yaml: scratch dirs under ``root``, CPU, wandb off, ``synthetic`` overriding
+    ``bootstrap.synthetic`` (e.g. n_seed=400). params.yaml is written last: it marks a finished bootstrap."""
+    from rorem_core.stages import bootstrap
+
+    root = Path(root)
+    path = root / "params.yaml"
+    if path.is_file():
+        return yaml.safe_load(path.read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["base"].update(cache_dir=str(root / ".rorem/cache"), work_dir=str(root / ".rorem/work"),
+                          wandb_mode="disabled", device="cpu")
+    params["bootstrap"]["synthetic"].update(synthetic)
+    root.mkdir(parents=True, exist_ok=True)
+    bootstrap.run(stage_config("bootstrap", params), root / "models/base", root / "data")
+    path.write_text(yaml.safe_dump(params))
+    return params
