@@ -4,6 +4,7 @@
   rorem round [N] [--annotators simulated|human] [options]   run the next (or the given) round
   rorem status [--json]                 current round, its stage, annotation progress, what it waits for
   rorem serve [--port 4200]             Prefect server + round deployment + Label Studio + gate watcher
+  rorem worker [--api URL] [--pool rorem]  run the rounds of `rorem serve`'s work pool on this machine
   rorem resume [--round N] [--note T]   resume a round suspended at the human gate (under `rorem serve`)
   rorem report                          rebuild reports/report.md (the report stage) and print its path
   rorem bootstrap                       round 0: base model, seed triplets, pools, test split
@@ -80,6 +81,8 @@ def round_parser(prog: str = "rorem round") -> argparse.ArgumentParser:
     p.add_argument("--no-push", action="store_true", help="no dvc push after the round")
     p.add_argument("--dvc-remote", help="remote URL/path for dvc push (default: the repo's, else .rorem/dvc-remote)")
     p.add_argument("--local", action="store_true", help="run here even when `rorem serve` is running")
+    p.add_argument("--on", choices=("serve", "worker"), default="serve",
+                   help="with a served Prefect: run in `rorem serve` (default) or on a `rorem worker` machine")
     return p
 
 
@@ -108,13 +111,23 @@ def run_round(args: argparse.Namespace) -> int:
 
     env = prefect_env(root)
     params = round_params(args, root)
-    if env.get("PREFECT_API_URL") and args.annotators == "human" and not args.local:
+    on_worker = getattr(args, "on", "serve") == "worker"
+    if on_worker and not env.get("PREFECT_API_URL"):
+        print("error: --on worker needs a Prefect server (`rorem serve`, or PREFECT_API_URL of a team server)",
+              file=sys.stderr)
+        return 1
+    if env.get("PREFECT_API_URL") and (args.annotators == "human" or on_worker) and not args.local:
         from prefect.deployments import run_deployment
 
         from flows.serve import DEPLOYMENT
+        from flows.worker import WORKER_DEPLOYMENT
 
-        run = run_deployment(DEPLOYMENT, parameters={"params": params.model_dump()}, timeout=0)
-        print(f"submitted round run {run.id} to `rorem serve` ({env['PREFECT_API_URL'].removesuffix('/api')}); "
+        if on_worker:     # the worker's own checkout: root "." (flows.worker.project_root)
+            params = params.model_copy(update={"root": "."})
+        run = run_deployment(WORKER_DEPLOYMENT if on_worker else DEPLOYMENT,
+                             parameters={"params": params.model_dump()}, timeout=0)
+        where = "a `rorem worker` of the work pool" if on_worker else "`rorem serve`"
+        print(f"submitted round run {run.id} to {where} ({env['PREFECT_API_URL'].removesuffix('/api')}); "
               "it suspends at the human gate and resumes when the annotators are done; see `rorem status`")
         return 0
     from flows.round import rorem_round
@@ -158,6 +171,33 @@ def _serve(argv: list[str]) -> int:
 
     serve(_root(args.root), port=args.port, label_studio=not args.no_label_studio, poll_s=args.poll)
     return 0
+
+
+def _worker(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rorem worker", description="run the rounds of a work pool on this machine "
+                                "(a Prefect process worker + the gate watcher; docs/scaling.md)")
+    p.add_argument("--root", help="this machine's checkout of the project")
+    p.add_argument("--api", help="Prefect API URL (default: PREFECT_API_URL, else this project's `rorem serve`)")
+    p.add_argument("--pool", default="rorem", help="work pool to poll")
+    p.add_argument("--limit", type=int, default=1, help="rounds at once on this machine")
+    p.add_argument("--poll", type=float, default=30.0, help="gate watcher period, seconds")
+    args = p.parse_args(argv)
+    root = _root(args.root)
+    import os
+
+    from flows.settings import served_url
+    from flows.worker import WorkerError, run_worker
+
+    api = args.api or os.environ.get("PREFECT_API_URL") or served_url(root)
+    if not api:
+        print("error: no Prefect server to take rounds from: pass --api http://HOST:4200/api (the machine running "
+              "`rorem serve`) or set PREFECT_API_URL", file=sys.stderr)
+        return 1
+    try:
+        return run_worker(root, api, pool=args.pool, limit=args.limit, poll_s=args.poll)
+    except WorkerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 def _resume(argv: list[str]) -> int:
@@ -385,7 +425,7 @@ def _params_or_empty(root: Path) -> dict:
 
 
 COMMANDS = {"validate": _validate, "stage": _stage, "labelstudio": _labelstudio, "demo": _demo,
-            "round": _round, "status": _status, "serve": _serve, "resume": _resume, "report": _report,
+            "round": _round, "status": _status, "serve": _serve, "worker": _worker, "resume": _resume, "report": _report,
             "bootstrap": _bootstrap, "judge": _judge}
 COMMANDS.update({"import": _import, "remove": _remove, "export": _export})     # own data (docs/own-data.md)
 

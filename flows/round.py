@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from flows.gate import annotation_gate
+from flows.worker import project_root
 from rorem_core import contract
 from tasks.rounds import Layout, add_round, declared_rounds, next_round, simulated_refusal, update_state
 from tasks.stages import StageResult, read_metrics, run_stage, runner
@@ -33,7 +34,7 @@ class RoundParams(BaseModel):
     round: int | None = Field(None, ge=1, description="round to run; empty = the next unfinished one")
     annotators: Literal["simulated", "human"] = Field(
         "simulated", description="simulated: SIMULATED annotators label via the API (unattended); human: wait for people")
-    root: str = Field(".", description="project root (params.yaml, dvc.yaml, .git)")
+    root: str = Field(".", description="project root (params.yaml, dvc.yaml, .git); \".\" on a `rorem worker` = its --root")
     label_studio_url: str | None = Field(None, description="external Label Studio; empty = the managed one")
     min_labels: int | None = Field(None, ge=1, description="labels a task needs; empty = params.yaml annotation.min_labels")
     target_fraction: float = Field(1.0, gt=0, le=1, description="share of tasks that must be done to go on")
@@ -143,7 +144,7 @@ def finish_round(p: RoundParams, root: Path, n: int, summary: RoundSummary) -> N
 def rorem_round(params: RoundParams | None = None) -> RoundSummary:
     """One HITL round (module docstring). Returns what ran, the gate's outcome and the round's row."""
     p = params or RoundParams()
-    root = Path(p.root).resolve()
+    root = project_root(p.root)      # "." on a worker = its project (flows.worker)
     t0 = time.perf_counter()
     n, pool = resolve_round(root, p.round)
     if p.annotators == "simulated" and (why := simulated_refusal(root, n, pool)):

@@ -1,5 +1,6 @@
 """``rorem serve``: a local Prefect server (state in .rorem/prefect, survives restarts), the round and
-bootstrap deployments (``flow.serve``: no work pool, no worker), Label Studio, and the gate watcher.
+bootstrap deployments (``flow.serve``: run in this process tree), the work pool ``rorem`` with the
+round deployment for ``rorem worker`` machines (:mod:`flows.worker`), Label Studio, and the gate watcher.
 
 The watcher polls the rounds that wait for annotators (``.rorem/rounds/round-N.json`` with status
 "waiting" and the suspended run's id) and resumes a run with ``AnnotationDone(source="watcher")`` once
@@ -161,6 +162,10 @@ def serve(root: Path, *, port: int = 4200, label_studio: bool = True, poll_s: fl
     threading.Thread(target=watch, args=(root, poll_s, stop), daemon=True, name="rorem-gate-watcher").start()
     print(f"Prefect UI: {info['url'].removesuffix('/api')}  (deployment {DEPLOYMENT}; watcher every {poll_s:g} s)")
     params = {"params": RoundParams(root=str(root), annotators="human").model_dump()}
+    from flows.worker import POOL, WORKER_DEPLOYMENT, deploy_to_pool
+
+    deploy_to_pool(POOL)      # for `rorem worker` on GPU machines (docs/scaling.md)
+    print(f"work pool {POOL!r}: deployment {WORKER_DEPLOYMENT} runs rounds on `rorem worker` machines")
     try:
         prefect_serve(rorem_round.to_deployment("local", parameters=params, entrypoint_type=EntrypointType.MODULE_PATH),
                       rorem_bootstrap.to_deployment("local", parameters={"root": str(root)},

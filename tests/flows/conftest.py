@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.fake_stages import FakeRunner
+from tests.helpers.served import served_project  # noqa: F401  (fixture of the served / worker tests)
 
 HERE = Path(__file__).resolve().parent
 
