@@ -49,11 +49,17 @@ def resolve_device(spec: str) -> torch.device:
         raise DeviceError(f"base.device is {spec!r} but CUDA is not available on this machine (torch "
                           f"{torch.__version__}, built for CUDA: {torch.version.cuda or 'no'}); install a CUDA "
                           "build of torch, or set base.device: auto / cpu in params.yaml")
-    index = int(spec.split(":")[1]) if ":" in spec else torch.cuda.current_device()
+    # plain "cuda" under a multi-process launcher: this process's own GPU (LOCAL_RANK), as "auto" does
+    index = int(spec.split(":")[1]) if ":" in spec else int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
     if index >= torch.cuda.device_count():
         raise DeviceError(f"base.device is {spec!r} but this machine has {torch.cuda.device_count()} CUDA "
                           f"device(s) (0..{torch.cuda.device_count() - 1}); pick one of those or auto")
     return torch.device("cuda", index)
+
+
+def process_group_backend() -> str:
+    """torch.distributed backend of a data-parallel run: NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
 
 
 def accelerate_cpu(spec: str) -> bool:

@@ -101,19 +101,24 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, DIR_MODE)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def replace_dir(src: Path, path: Path) -> None:
+    """Swap the finished folder ``src`` into ``path`` (a pre-existing ``path`` is replaced as a whole)."""
+    os.chmod(src, DIR_MODE)
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(path, old)
+        os.replace(src, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(src, path)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

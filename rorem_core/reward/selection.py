@@ -28,6 +28,7 @@ from rorem_core.data.latents import (
 from rorem_core.device import resolve_device
 from rorem_core.models.loading import load_vae
 from rorem_core.models.unet import DTYPES
+from rorem_core.parallel import flatten_in_order, shards
 from rorem_core.reward.discriminator import Discriminator, load_discriminator
 
 
@@ -69,8 +70,11 @@ class Scorer:
         return self.disc.score(self.disc(z[:n], m, z[n:])).cpu().numpy()
 
     def score_files(self, triples: Sequence[tuple[Path, Path, Path]]) -> np.ndarray:
-        out = [self.score_batch(triples[i:i + self.batch_size]) for i in range(0, len(triples), self.batch_size)]
-        return np.concatenate(out) if out else np.zeros(0)
+        """Scores of every triple, in order, on every process: under N processes each scores every N-th
+        batch and they exchange them (rorem_core.parallel); the batches are those of one process."""
+        sh = shards()
+        mine = [(lo, self.score_batch(triples[lo:hi]).tolist()) for lo, hi in sh.blocks(len(triples), self.batch_size)]
+        return np.asarray(flatten_in_order(sh.gather(mine)), dtype=np.float32)
 
     def score_candidates(self, manifest: Path, cands: Sequence[Candidate]) -> np.ndarray:
         root = manifest.parent

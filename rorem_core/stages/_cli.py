@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -36,5 +37,6 @@ def run_main(stage: str, args: argparse.Namespace, body: Callable[[Any], Any]) -
 
 
 def write_metrics(path: str | Path | None, metrics: dict) -> None:
-    if path:
+    """The stage's metrics file, written by the main process only (data-parallel stages: rorem_core.parallel)."""
+    if path and int(os.environ.get("RANK", "0")) == 0:
         write_json_atomic(path, metrics)

@@ -25,6 +25,7 @@ from rorem_core.data.formats import (
     write_entries,
 )
 from rorem_core.io import atomic_dir, link_or_copy
+from rorem_core.parallel import shards
 from rorem_core.reward.selection import Scorer, accepted, read_selection_ids
 from rorem_core.stages import _cli
 
@@ -47,21 +48,29 @@ def run(cfg: AutoScoreConfig, discriminator: Path, candidates: Path, out_dir: Pa
     thr = scorer.threshold if cfg.threshold is None else cfg.threshold
     skip = read_selection_ids(exclude) if exclude else set()
     good = accepted(cands, scores, thr, skip)
-    with atomic_dir(out_dir) as tmp:
-        for c in cands:
-            for rel in (c.source, c.mask, c.result):
-                link_or_copy(resolve_in_root(manifest.parent, rel, where=f"{manifest} {c.id}"), tmp / rel, cfg.link)
-        write_candidates(tmp / "candidates.json", [c.model_copy(update={"score": float(s), "score_model": str(discriminator)})
-                                                   for c, s in zip(cands, scores)])
-        by_id = dict(zip((c.id for c in cands), scores))
-        write_entries(tmp / "meta.json", [Triplet(source=c.source, mask=c.mask, GT=c.result, score=float(by_id[c.id]),
-                                                  id=c.id, input_id=c.input_id, round=c.round) for c in good])
+    by_id = dict(zip((c.id for c in cands), scores))
+    sh = shards()     # every process has every score; the main one writes
+    if sh.main:
+        _write(cfg, manifest, cands, scores, good, str(discriminator), out_dir)
+    sh.barrier()
     n = len(cands)
     metrics = {"n_candidates": n, "n_excluded": len(skip & set(by_id)), "n_accepted": len(good), "threshold": thr,
                "acceptance_rate": len(good) / n if n else 0.0,
                "score_mean": float(np.mean(scores)) if n else None,
                "score_quantiles": [float(q) for q in np.quantile(scores, [0.1, 0.5, 0.9])] if n else None}
     return AutoScoreResult(out_dir=str(out_dir), metrics=metrics)
+
+
+def _write(cfg: AutoScoreConfig, manifest: Path, cands, scores, good, disc_name: str, out_dir: Path) -> None:
+    with atomic_dir(out_dir) as tmp:
+        for c in cands:
+            for rel in (c.source, c.mask, c.result):
+                link_or_copy(resolve_in_root(manifest.parent, rel, where=f"{manifest} {c.id}"), tmp / rel, cfg.link)
+        write_candidates(tmp / "candidates.json", [c.model_copy(update={"score": float(s), "score_model": disc_name})
+                                                   for c, s in zip(cands, scores)])
+        by_id = dict(zip((c.id for c in cands), scores))
+        write_entries(tmp / "meta.json", [Triplet(source=c.source, mask=c.mask, GT=c.result, score=float(by_id[c.id]),
+                                                  id=c.id, input_id=c.input_id, round=c.round) for c in good])
 
 
 def main(argv: list[str] | None = None) -> int:

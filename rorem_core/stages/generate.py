@@ -16,8 +16,8 @@ from rorem_core.data.images import load_mask, load_rgb, save_png
 from rorem_core.data.latents import image_to_tensor, mask_to_tensor
 from rorem_core.data.masks import dilate
 from rorem_core.device import resolve_device
-from rorem_core.io import atomic_dir
 from rorem_core.models.remover import Remover, composite
+from rorem_core.parallel import flatten_in_order, sharded_output_dir, shards
 from rorem_core.stages import _cli
 
 
@@ -48,18 +48,21 @@ def load_inputs(pool_meta: Path, items, resolution: int, dilation: int, original
 
 
 def run(cfg: GenerateConfig, remover: Path, pool: Path, out_dir: Path, round_id: int = 1) -> GenerateResult:
-    """Stream the pool in chunks of ``batch_size // num_seeds`` inputs (never all images in memory)."""
+    """Stream the pool in chunks of ``batch_size // num_seeds`` inputs (never all images in memory);
+    under N processes each takes every N-th chunk and the main one writes the manifest (rorem_core.parallel)."""
     pool_meta = dataset_file(pool)
     items = read_pool(pool_meta)
+    sh = shards()
     model = Remover.load(remover, cache_dir=cfg.base.cache_dir, resolution=cfg.base.resolution, dtype=cfg.dtype,
                          device=resolve_device(cfg.base.device), prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
                          guidance_scale=cfg.guidance_scale, lora=cfg.lora)
     chunk = max(1, cfg.batch_size // cfg.num_seeds)   # inputs per UNet batch of inputs x seeds
-    cands = []
-    with atomic_dir(out_dir) as tmp:
-        for start in range(0, len(items), chunk):
-            cands += _generate_chunk(cfg, model, pool_meta, items, start, start + chunk, tmp, round_id, str(remover))
-        write_candidates(tmp / "candidates.json", cands)
+    with sharded_output_dir(out_dir, sh) as tmp:
+        mine = [(lo, _generate_chunk(cfg, model, pool_meta, items, lo, hi, tmp, round_id, str(remover)))
+                for lo, hi in sh.blocks(len(items), chunk)]
+        cands = flatten_in_order(sh.gather(mine))
+        if sh.main:
+            write_candidates(tmp / "candidates.json", cands)
     return GenerateResult(manifest=str(out_dir / "candidates.json"), n_inputs=len(items), n_candidates=len(cands))
 
 

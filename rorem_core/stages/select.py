@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from rorem_core.config import SelectConfig
 from rorem_core.data.formats import read_candidates
 from rorem_core.io import write_json_atomic
+from rorem_core.parallel import shards
 from rorem_core.reward.discriminator import is_no_discriminator
 from rorem_core.reward.selection import Scorer, n_units, select
 from rorem_core.stages import _cli
@@ -42,8 +43,10 @@ def run(cfg: SelectConfig, candidates: Path, out: Path, *, discriminator: Path |
                "n_selected": len(items), "n_uncertain": reasons.count("uncertain"), "n_random": reasons.count("random"),
                "method": "mixed" if scores is not None else "random", "threshold": thr,
                "mean_priority": float(np.mean([it.priority for it in items])) if items else None}
-    write_json_atomic(out, {"version": 1, "round": round_id, "discriminator": str(discriminator) if discriminator else None,
-                            **metrics, "items": [it.model_dump() for it in items]})
+    if shards().main:       # data-parallel scoring: every process has the scores, the main one writes
+        write_json_atomic(out, {"version": 1, "round": round_id,
+                                "discriminator": str(discriminator) if discriminator else None,
+                                **metrics, "items": [it.model_dump() for it in items]})
     return SelectResult(selection=str(out), metrics=metrics)
 
 

@@ -1,0 +1,109 @@
+"""Data-parallel inference (issue 17): a stage run by 2 processes (torchrun, gloo on CPU, one torch thread
+each, as `accelerate launch --multi_gpu` runs it on GPUs) writes byte-identical files to the same stage
+run by 1 process: blocks are the single process's UNet batches and seeds are per candidate."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rorem_core.parallel import Shards, flatten_in_order
+from tests.helpers.served import free_port
+
+RES = 32
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+
+
+def test_blocks_go_round_robin_and_gather_back_in_order():
+    two = [Shards(0, 2), Shards(1, 2)]
+    assert [s.blocks(7, 2) for s in two] == [[(0, 2), (4, 6)], [(2, 4), (6, 7)]]
+    assert Shards().blocks(7, 3) == [(0, 3), (3, 6), (6, 7)]
+    parts = [[(0, ["a", "b"]), (4, ["e"])], [(2, ["c", "d"])]]          # as gathered: rank order
+    assert flatten_in_order(parts) == ["a", "b", "c", "d", "e"]
+    assert Shards().gather({"x": 1}) == [{"x": 1}]                    # one process: no process group
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def generate_project(tmp_path_factory, random_tiny_model):
+    from rorem_core.data.synthetic import SyntheticConfig, write_pool
+
+    root = tmp_path_factory.mktemp("dp")
+    write_pool(root / "pool", root / "hidden", SyntheticConfig(size=RES, pool_size=5), 1)
+    params = {"base": {"cache_dir": str(root / "cache"), "work_dir": str(root / "work"), "wandb_mode": "disabled",
+                       "device": "cpu", "resolution": RES, "seed": 0},
+              "generate": {"num_seeds": 2, "batch_size": 4, "steps": 2}}     # 2 inputs x 2 seeds per UNet batch: 3 blocks
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root, random_tiny_model(RES)
+
+
+def _generate(root: Path, model: Path, out: str, procs: int) -> str:
+    args = ["--params", str(root / "params.yaml"), "--round", "1", "--remover", str(model), "--pool",
+            str(root / "pool"), "--out", str(root / out)]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+                "--master_addr", "127.0.0.1", "--master_port", str(free_port())] if procs > 1 else [sys.executable]
+    r = subprocess.run([*launcher, "-m", "rorem_core.stages.generate", *args], env=ENV, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r.stdout
+
+
+@pytest.mark.multiprocess
+def test_generate_with_two_processes_writes_the_same_bytes_as_one(generate_project):
+    root, model = generate_project
+    _generate(root, model, "one", 1)
+    assert _generate(root, model, "two", 2).count('"manifest"') == 2     # both processes ran the stage
+    one, two = _files(root / "one"), _files(root / "two")
+    assert len(one) == 1 + 5 * 2 + 5 * 2        # manifest, source + mask per input, 2 results per input
+    assert one.keys() == two.keys()
+    differ = [k for k in one if one[k] != two[k]]
+    assert not differ, f"differ between 1 and 2 processes: {differ}"
+    assert not list(root.glob(".two.shards")), "the staging folder was swapped into place"
+
+
+@pytest.mark.multiprocess
+def test_auto_score_with_two_processes_writes_the_same_bytes_as_one(generate_project):
+    """Scoring (the selection's and auto_score's Scorer) shards its batches: same scores, same files."""
+    import torch
+
+    from rorem_core.reward.discriminator import DiscriminatorInfo, build_discriminator, make_trainable, save_discriminator
+
+    root, model = generate_project
+    if not (root / "one" / "candidates.json").is_file():
+        _generate(root, model, "one", 1)
+    torch.manual_seed(0)
+    disc = build_discriminator(model, cache_dir=root / "cache", info=DiscriminatorInfo(base=str(model), resolution=RES,
+                                                                                       threshold=0.5, lora_rank=2))
+    make_trainable(disc)
+    with torch.no_grad():     # a random head, so the scores differ between candidates
+        for p in disc.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_discriminator(disc, root / "disc", model)
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["auto_score"] = {"batch_size": 3, "threshold": 0.5}                  # 20 candidates: 7 batches, uneven
+    (root / "params.yaml").write_text(yaml.safe_dump(p))
+    outs = {}
+    for procs in (1, 2):
+        out = root / f"auto-{procs}"
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_addr",
+                    "127.0.0.1", "--master_port", str(free_port())] if procs > 1 else [sys.executable]
+        r = subprocess.run([*launcher, "-m", "rorem_core.stages.auto_score", "--params", str(root / "params.yaml"),
+                            "--discriminator", str(root / "disc"), "--candidates", str(root / "one"), "--out", str(out),
+                            "--metrics", str(root / f"auto-{procs}.json")], env=ENV, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+        outs[procs] = _files(out)
+    import json
+
+    scores = [c["score"] for c in json.loads(outs[1]["candidates.json"])["candidates"]]
+    assert len(set(scores)) > 1
+    assert outs[1] == outs[2]
+    assert (root / "auto-1.json").read_bytes() == (root / "auto-2.json").read_bytes()
