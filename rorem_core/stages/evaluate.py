@@ -17,6 +17,7 @@ from rorem_core.device import resolve_device
 from rorem_core.evaluation.scoring import format_table, reference_fills, sample_grid, score_image, summarise
 from rorem_core.io import write_json_atomic
 from rorem_core.models.remover import Remover, composite
+from rorem_core.parallel import flatten_in_order, shards
 from rorem_core.stages import _cli
 
 
@@ -67,45 +68,69 @@ def run(cfg: EvaluateConfig, remover: Path, test: Path, out_dir: Path, discrimin
         est = "n/a (no discriminator yet)" if a["est_success_rate"] is None else f"{100 * a['est_success_rate']:.1f}%"
         return EvaluateResult(metrics=metrics, table=f"test split WITHOUT GT: {a['n']} images; no PSNR, no oracle; "
                               f"success estimated by the discriminator: {est}")
+    rows, fills, shown = _score_with_gt(cfg, model, test_meta, out_dir if save_fills else None)
+    metrics = {name: summarise(r) for name, r in rows.items()}
+    if shards().main:      # data-parallel: every process holds the gathered rows, the main one writes
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "per_image.json", rows["remover"])
+        sample_grid([(s, m, r, g) for e, row, s, m, r, g in shown], out_dir / "samples.png")
+        if save_fills:
+            write_json_atomic(out_dir / "fills.json", fills)
+        write_gallery(test_meta, [(e, row, r) for e, row, s, m, r, g in shown], out_dir / "gallery", cfg.base.resolution)
+    return EvaluateResult(metrics=metrics, table=format_table(metrics))
+
+
+def _score_with_gt(cfg: EvaluateConfig, model: Remover, test_meta: Path, fills_dir: Path | None):
+    """(rows {method: per-image rows}, fills {method: files}, shown: the first ``num_grid`` images as
+    (entry, remover row, source, mask, result, GT)), in test-split order. Under N processes each scores
+    every N-th batch (the batches of one process, same seeds: the same numbers) and all gather them."""
     entries = read_triplets(test_meta)[: cfg.max_images]
     refs = reference_fills() if cfg.references else {}
-    rows: dict[str, list[dict]] = {"remover": [], **{k: [] for k in refs}, **({"ae_ceiling": []} if refs else {})}
-    grid, fills, gallery = [], {}, []
-    for lo in range(0, len(entries), cfg.batch_size):
-        chunk = entries[lo:lo + cfg.batch_size]
-        src, msk, gt = _load_chunk(test_meta, chunk, cfg.base.resolution)
-        seeds = [cfg.eval_seed + lo + i for i in range(len(chunk))]
-        out = model.remove(src, msk, seeds, steps=cfg.steps, scheduler=cfg.scheduler, strength=cfg.strength,
-                           batch_size=cfg.batch_size)
-        out = composite(out, src, msk) if cfg.composite else out
-        ceiling = composite(model.vae.decode(encode_images(model.vae, gt) / model.vae.config.scaling_factor)
-                            .sample.float().clamp(-1, 1), src, msk) if refs else None
-        for i, e in enumerate(chunk):
-            s, m, g = _np(src[i]), msk[i, 0].numpy() > 0.5, _np(gt[i])
-            band = getattr(e, "band", None)
-            score = lambda pred: score_image(pred, g, m, cfg.success_db, source=s, rule=cfg.judge)  # noqa: E731
-            rows["remover"].append({"id": getattr(e, "id", str(lo + i)), "band": band, **score(_np(out[i]))})
-            for name, fill in refs.items():
-                rows[name].append({"band": band, **score(fill(s, m))})
-            if refs:
-                rows["ae_ceiling"].append({"band": band, **score(_np(ceiling[i]))})
-            if save_fills:
-                idx = lo + i
-                for name, img in (("remover", _np(out[i])), ("ae_ceiling", _np(ceiling[i]) if refs else None)):
-                    if img is not None:
-                        save_png(out_dir / "fills" / name / f"{idx:04d}.png", img)
-                        fills.setdefault(name, []).append(f"fills/{name}/{idx:04d}.png")
-            if len(grid) < cfg.num_grid:
-                grid.append((s, m, _np(out[i]), g))
-                gallery.append((e, rows["remover"][-1], _np(out[i])))
-    metrics = {name: summarise(r) for name, r in rows.items()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "per_image.json", rows["remover"])
-    sample_grid(grid, out_dir / "samples.png")
-    if save_fills:
-        write_json_atomic(out_dir / "fills.json", fills)
-    write_gallery(test_meta, gallery, out_dir / "gallery", cfg.base.resolution)
-    return EvaluateResult(metrics=metrics, table=format_table(metrics))
+    sh = shards()
+    mine = [(lo, [_score_batch(cfg, model, test_meta, entries[lo:hi], lo, refs, fills_dir)])
+            for lo, hi in sh.blocks(len(entries), cfg.batch_size)]
+    parts = flatten_in_order(sh.gather(mine))
+    names = ["remover", *refs, *(["ae_ceiling"] if refs else [])]
+    rows = {name: [r for part in parts for r in part["rows"][name]] for name in names}
+    fills: dict[str, list[str]] = {}
+    for part in parts:
+        for name, files in part["fills"].items():
+            fills.setdefault(name, []).extend(files)
+    shown = [x for part in parts for x in part["shown"]][: cfg.num_grid]
+    return rows, fills, shown
+
+
+def _score_batch(cfg: EvaluateConfig, model: Remover, test_meta: Path, chunk, lo: int, refs: dict,
+                 fills_dir: Path | None) -> dict:
+    """One UNet batch of the test split (images lo..lo+len(chunk)): per-method rows, the fills written
+    under ``fills_dir`` (when given), and the images of the sample grid among them."""
+    src, msk, gt = _load_chunk(test_meta, chunk, cfg.base.resolution)
+    seeds = [cfg.eval_seed + lo + i for i in range(len(chunk))]
+    out = model.remove(src, msk, seeds, steps=cfg.steps, scheduler=cfg.scheduler, strength=cfg.strength,
+                       batch_size=cfg.batch_size)
+    out = composite(out, src, msk) if cfg.composite else out
+    ceiling = composite(model.vae.decode(encode_images(model.vae, gt) / model.vae.config.scaling_factor)
+                        .sample.float().clamp(-1, 1), src, msk) if refs else None
+    part: dict = {"rows": {"remover": [], **{k: [] for k in refs}, **({"ae_ceiling": []} if refs else {})},
+                  "fills": {}, "shown": []}
+    for i, e in enumerate(chunk):
+        s, m, g, r = _np(src[i]), msk[i, 0].numpy() > 0.5, _np(gt[i]), _np(out[i])
+        band = getattr(e, "band", None)
+        score = lambda pred: score_image(pred, g, m, cfg.success_db, source=s, rule=cfg.judge)  # noqa: E731
+        part["rows"]["remover"].append({"id": getattr(e, "id", str(lo + i)), "band": band, **score(r)})
+        for name, fill in refs.items():
+            part["rows"][name].append({"band": band, **score(fill(s, m))})
+        if refs:
+            part["rows"]["ae_ceiling"].append({"band": band, **score(_np(ceiling[i]))})
+        if fills_dir is not None:
+            for name, img in (("remover", r), ("ae_ceiling", _np(ceiling[i]) if refs else None)):
+                if img is not None:
+                    rel = f"fills/{name}/{lo + i:04d}.png"
+                    save_png(fills_dir / rel, img)
+                    part["fills"].setdefault(name, []).append(rel)
+        if lo + i < cfg.num_grid:
+            part["shown"].append((e, part["rows"]["remover"][-1], s, m, r, g))
+    return part
 
 
 def write_gallery(test_meta: Path, rows: list, out: Path, resolution: int) -> None:

@@ -107,3 +107,28 @@ def test_auto_score_with_two_processes_writes_the_same_bytes_as_one(generate_pro
     assert len(set(scores)) > 1
     assert outs[1] == outs[2]
     assert (root / "auto-1.json").read_bytes() == (root / "auto-2.json").read_bytes()
+
+
+@pytest.mark.multiprocess
+def test_evaluate_with_two_processes_writes_the_same_bytes_as_one(generate_project):
+    """The test-split evaluation (remover, reference fills, AE ceiling, grid, gallery, saved fills)."""
+    from rorem_core.data.synthetic import SyntheticConfig, write_triplets
+
+    root, model = generate_project
+    if not (root / "test" / "meta.json").is_file():
+        write_triplets(root / "test", SyntheticConfig(size=RES), "test", 7, 0.5)
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["evaluate"] = {"batch_size": 2, "steps": 2, "num_grid": 3}      # 7 images: 4 batches, uneven
+    (root / "params.yaml").write_text(yaml.safe_dump(p))
+    outs = {}
+    for procs in (1, 2):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_addr",
+                    "127.0.0.1", "--master_port", str(free_port())] if procs > 1 else [sys.executable]
+        r = subprocess.run([*launcher, "-m", "rorem_core.stages.evaluate", "--params", str(root / "params.yaml"),
+                            "--remover", str(model), "--test", str(root / "test"), "--out", str(root / f"eval-{procs}"),
+                            "--metrics", str(root / f"eval-{procs}.json")], env=ENV, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+        outs[procs] = {**_files(root / f"eval-{procs}"), "metrics": (root / f"eval-{procs}.json").read_bytes()}
+    assert "samples.png" in outs[1] and "gallery/index.json" in outs[1]
+    assert outs[1] == outs[2]
