@@ -72,7 +72,12 @@ def shards() -> Shards:
     from rorem_core.device import process_group_backend
 
     if not dist.is_initialized():
-        dist.init_process_group(process_group_backend())
+        backend = process_group_backend()
+        if backend == "nccl":       # each process on its own GPU before NCCL's first collective
+            import torch
+
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
     return Shards(dist.get_rank(), dist.get_world_size())
 
 

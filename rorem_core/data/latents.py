@@ -29,6 +29,7 @@ from rorem_core.data.fullres import letterbox_image, letterbox_mask
 from rorem_core.data.images import load_mask, load_rgb
 from rorem_core.io import atomic_path, sha256_bytes
 from rorem_core.models.loading import vae_scale_factor
+from rorem_core.parallel import shards
 
 KEYS = ("target", "masked", "source", "mask")
 
@@ -99,11 +100,19 @@ class LatentCache:
         return self.dir / key[:2] / f"{key}.safetensors"
 
     def ensure(self, items: Sequence[tuple[Path, Path, Path]]) -> list[Path]:
-        """Entry paths for (source, mask, target) file triples, encoding the missing ones in batches."""
-        paths = [self.path(self.key(*it)) for it in items]
-        todo = [(it, p) for it, p in zip(items, paths) if not p.is_file()]
+        """Entry paths for (source, mask, target) file triples, encoding the missing ones in batches.
+
+        Under N data-parallel processes (rorem_core.parallel) each encodes only the missing entries whose
+        key falls to it (key mod N), so no entry has two writers whatever each process found missing;
+        then all wait for each other, so no process reads an entry another one is still writing."""
+        sh = shards()
+        keys = [self.key(*it) for it in items]
+        paths = [self.path(k) for k in keys]
+        todo = [(it, p) for it, k, p in zip(items, keys, paths) if int(k[:8], 16) % sh.world == sh.rank
+                and not p.is_file()]
         for i in range(0, len(todo), self.batch_size):
             self._encode_batch(todo[i:i + self.batch_size])
+        sh.barrier()
         return paths
 
     def _encode_batch(self, batch) -> None:

@@ -132,3 +132,64 @@ def test_evaluate_with_two_processes_writes_the_same_bytes_as_one(generate_proje
         outs[procs] = {**_files(root / f"eval-{procs}"), "metrics": (root / f"eval-{procs}.json").read_bytes()}
     assert "samples.png" in outs[1] and "gallery/index.json" in outs[1]
     assert outs[1] == outs[2]
+
+
+CACHE_SCRIPT = """
+import json, sys
+from pathlib import Path
+from rorem_core.config.base import BaseConfig
+from rorem_core.data.formats import read_triplets
+from rorem_core.data.latents import latent_cache, load_entry
+from rorem_core.parallel import shards
+
+model, test, cache_dir, report = (Path(a) for a in sys.argv[1:5])
+base = BaseConfig(cache_dir=str(cache_dir), device="cpu", resolution=32)
+cache = latent_cache(model, base)
+cache.batch_size = 2
+encoded = []
+real = cache._encode_batch
+cache._encode_batch = lambda batch: (encoded.extend(str(p) for _, p in batch), real(batch))
+items = [(test / t.source, test / t.mask, test / t.GT) for t in read_triplets(test / "meta.json")]
+paths = cache.ensure(items)
+n = sum(1 for p in paths if load_entry(p))          # every entry readable by every process after ensure
+sh = shards()
+parts = sh.gather(encoded)
+if sh.main:
+    report.write_text(json.dumps({"per_process": [len(p) for p in parts], "all": sorted(x for p in parts for x in p),
+                                  "readable": n, "paths": [str(p) for p in paths]}))
+"""
+
+
+@pytest.mark.multiprocess
+def test_latent_cache_fill_splits_entries_between_processes_and_each_is_written_once(generate_project, tmp_path):
+    import json
+
+    import torch
+
+    from rorem_core.data.latents import load_entry
+    from rorem_core.data.synthetic import SyntheticConfig, write_triplets
+
+    root, model = generate_project
+    test = tmp_path / "set"
+    write_triplets(test, SyntheticConfig(size=RES), "c", 9, 0.5)
+    script = tmp_path / "fill.py"
+    script.write_text(CACHE_SCRIPT)
+    reports = {}
+    for procs in (1, 2):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_addr",
+                    "127.0.0.1", "--master_port", str(free_port())] if procs > 1 else [sys.executable]
+        report = tmp_path / f"report-{procs}.json"
+        r = subprocess.run([*launcher, str(script), str(model), str(test), str(tmp_path / f"cache-{procs}"), str(report)],
+                           env={**ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+        reports[procs] = json.loads(report.read_text())
+    one, two = reports[1], reports[2]
+    assert one["readable"] == two["readable"] == 9
+    assert len(two["per_process"]) == 2 and min(two["per_process"]) > 0          # both processes encoded some
+    assert len(two["all"]) == len(set(two["all"])) == 9                          # each entry written once
+    for a, b in zip(one["paths"], two["paths"]):                                 # same content-addressed keys
+        assert Path(a).name == Path(b).name
+        ea, eb = load_entry(a), load_entry(b)
+        for k in ea:      # other batch compositions: equal up to float reduction order
+            torch.testing.assert_close(ea[k], eb[k], atol=1e-5, rtol=1e-5)
