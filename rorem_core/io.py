@@ -94,8 +94,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a directory under a temp name and swap it into place only when the block succeeds.
 
     A pre-existing ``path`` is replaced as a whole; a crash leaves the old one (or nothing).
+    Under a data-parallel launch (RANK > 0: not the main process) the block builds into a scratch folder
+    that is dropped: only the main process publishes a stage's output (rorem_core.parallel).
     """
     path = Path(path)
+    if int(os.environ.get("RANK", "0")) > 0:
+        with tempfile.TemporaryDirectory(prefix=f"rorem-rank{os.environ['RANK']}-") as scratch:
+            yield Path(scratch)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     drop_stale_temps(path)    # what a killed earlier run left next to the output
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))

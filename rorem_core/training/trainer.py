@@ -85,7 +85,10 @@ class BatchPlan:
         return self.batch_fn([self.entries[i] for i in self.indices(k)])
 
     def generator(self, k: int) -> torch.Generator:
-        return torch.Generator().manual_seed(int(np.random.default_rng([self.seed, 7, k, self.rank]).integers(2**62)))
+        """Noise of global micro-batch ``k * world + rank``: the batch 2 processes take at one step gets
+        the noise one process with grad_accum 2 gives it (with world 1 the seed is the earlier (k, 0) one)."""
+        g = k * self.world + self.rank
+        return torch.Generator().manual_seed(int(np.random.default_rng([self.seed, 7, g, 0]).integers(2**62)))
 
 
 def make_accelerator(base: BaseConfig, params: TrainParams, project_dir: Path):
@@ -221,7 +224,9 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
                 optimizer.zero_grad(set_to_none=True)
             micro_logs.append({"loss": float(loss.detach()), **_floats(metrics)})
         step += 1
-        history.append({"step": step, **mean_dicts(micro_logs)})
+        # the step's row is the mean over every process's micro-batches: the loss curve of N processes
+        # is the curve of one process with the same global batch (grad_accum x N)
+        history.append({"step": step, **mean_dicts(_all_processes(acc, mean_dicts(micro_logs)))})
         bar.update(1)
         stop = should_stop is not None and step < params.steps and should_stop(step, history)
         if step % params.log_every == 0 or step == params.steps or stop:
@@ -235,6 +240,15 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
     acc.end_training()
     return TrainResult(steps=step, resumed_from=resumed_from, losses=log_windows(history, params.log_every),
                        history=history), acc.unwrap_model(model)
+
+
+def _all_processes(acc, row: dict[str, float]) -> list[dict[str, float]]:
+    """Every process's ``row`` (one process: [row]); the same keys on every process."""
+    if acc.num_processes == 1:
+        return [row]
+    from accelerate.utils import gather_object
+
+    return gather_object([row])
 
 
 def log_with_tracker(acc) -> bool:
