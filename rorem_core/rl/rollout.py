@@ -27,6 +27,7 @@ from rorem_core.evaluation.metrics import masked_psnr
 from rorem_core.io import atomic_path, check_safetensors
 from rorem_core.models.loading import vae_scale_factor
 from rorem_core.models.remover import composite
+from rorem_core.parallel import flatten_in_order, shards
 from rorem_core.rl.rewards import RewardModel, to_unit
 from rorem_core.rl.sampler import DDIMSchedule, sample_with_log_prob
 from rorem_core.training.losses import group_advantages
@@ -120,17 +121,20 @@ class Sampling:
         return self.vae.decode(z.to(self.vae.device, self.vae.dtype)).sample.float().clamp(-1, 1).cpu()
 
     def sample(self, unet, inputs: Inputs, rows: Sequence[int], seeds: Sequence[int]):
-        """(trajectories (latents, log_probs) on CPU, composited images) for input ``rows`` with ``seeds``."""
-        lats, lps, imgs = [], [], []
-        for lo in range(0, len(rows), self.batch_size):
-            r, s = list(rows[lo:lo + self.batch_size]), seeds[lo:lo + self.batch_size]
-            tr = sample_with_log_prob(unet, self.cond, inputs.cond(r, self.device), s, self.sched, eta=self.eta,
-                                      alphas_cumprod=self.alphas_cumprod, resolution=self.resolution)
-            idx = torch.as_tensor(r)
-            imgs.append(composite(self.decode(tr.final), inputs.src[idx], inputs.mask[idx]))
-            lats.append(tr.latents.cpu())
-            lps.append(tr.log_probs.cpu())
-        return torch.cat(lats), torch.cat(lps), torch.cat(imgs)
+        """(trajectories (latents, log_probs) on CPU, composited images) for input ``rows`` with ``seeds``.
+        Under N data-parallel processes each samples every N-th batch and all gather them (the batches
+        and seeds of one process: the same rollout); every process must call this together."""
+        sh = shards()
+        mine = [(lo, [self._sample_batch(unet, inputs, list(rows[lo:hi]), seeds[lo:hi])])
+                for lo, hi in sh.blocks(len(rows), self.batch_size)]
+        parts = flatten_in_order(sh.gather(mine))
+        return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
+
+    def _sample_batch(self, unet, inputs: Inputs, r: list[int], s: Sequence[int]):
+        tr = sample_with_log_prob(unet, self.cond, inputs.cond(r, self.device), s, self.sched, eta=self.eta,
+                                  alphas_cumprod=self.alphas_cumprod, resolution=self.resolution)
+        idx = torch.as_tensor(r)
+        return tr.latents.cpu(), tr.log_probs.cpu(), composite(self.decode(tr.final), inputs.src[idx], inputs.mask[idx])
 
 
 def collect_rollout(unet, smp: Sampling, inputs: Inputs, chosen: Sequence[int], k: int, reward: RewardModel, *,

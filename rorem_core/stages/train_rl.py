@@ -7,6 +7,7 @@ early on a held-out plateau or a KL budget. Output: a remover dir like train_dpo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,11 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
         with atomic_dir(out_dir) as tmp:
             write_json_atomic(tmp / SKIPPED, {"train_rl": "disabled (train_rl.enabled: false)"})
         return TrainRLResult(out_dir=str(out_dir), enabled=False)
+    if (world := int(os.environ.get("WORLD_SIZE", "1"))) > 1:
+        # the rollouts' sampling is data-parallel (rl/rollout.py), but the rollout epochs are counted in
+        # per-process micro-batches: under N processes they would not start on the same step everywhere
+        raise ValueError(f"train_rl was launched as {world} processes; it runs as one process for now (its rollout "
+                         "schedule is not yet multi-process): launch it with 1 process (docs/scaling.md)")
     res = cfg.base.resolution
     vae = load_vae(init)
     inputs = load_pool_inputs(pool, vae, res)                # refuses an empty pool, before anything is loaded

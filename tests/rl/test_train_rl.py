@@ -186,6 +186,14 @@ def test_disabled_stage_writes_a_skipped_marker(rl_model, rl_data, tmp_path):
     assert not res.enabled and json.loads((tmp_path / "out" / train_rl.SKIPPED).read_text())
 
 
+def test_under_several_processes_it_refuses_before_any_work(rl_model, rl_data, tmp_path, monkeypatch):
+    """Its rollout schedule is single-process for now: a multi-process launch stops with the fix, nothing written."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="launched as 2 processes; it runs as one process"):
+        _run(tmp_path, rl_model, rl_data)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
 def _cmd(tmp: Path, model: Path, data: Path) -> list[str]:
     p = tmp / "params.yaml"
     p.write_text(yaml.safe_dump(_params(tmp, steps=8, checkpoint_every=2)))
