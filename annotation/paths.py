@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 from urllib.parse import quote
 
@@ -26,6 +27,46 @@ def inside_root(path: Path | str, doc_root: Path | str) -> Path:
     if not os.path.isfile(full):
         raise PathRefused(f"{path}: file not found")
     return Path(full)
+
+
+class RealPaths:
+    """``os.path.realpath`` for many files of few folders: each folder is resolved once.
+
+    A regular file that is not a symlink resolves to ``realpath(its folder) / its name``, so one
+    ``lstat`` per file replaces a ``realpath`` that walks every component (10,000 candidates: ~0.1 s
+    instead of ~1 s here); anything else (a symlink, a missing file, ``..``) gets a full realpath.
+    For a run of one push or pull: a folder re-pointed meanwhile is not seen."""
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, str] = {}
+
+    def __call__(self, path: Path | str) -> str:
+        path = os.fspath(path)
+        try:
+            regular = stat.S_ISREG(os.lstat(path).st_mode)
+        except OSError:
+            regular = False
+        if not regular:
+            return os.path.realpath(path)
+        folder, name = os.path.split(path)
+        if folder not in self._dirs:
+            self._dirs[folder] = os.path.realpath(folder or ".")
+        return os.path.join(self._dirs[folder], name)
+
+
+class RootCheck:
+    """:func:`inside_root` with :class:`RealPaths`: same answers and messages, for many files."""
+
+    def __init__(self, doc_root: Path | str):
+        self.doc_root = doc_root
+        self._root = os.path.realpath(doc_root).rstrip(os.sep) + os.sep
+        self._real = RealPaths()
+
+    def __call__(self, path: Path | str) -> Path:
+        full = self._real(path)
+        if not full.startswith(self._root) or not os.path.isfile(full):
+            return inside_root(path, self.doc_root)   # refuses with the usual message
+        return Path(full)
 
 
 def local_files_url(full: Path | str, doc_root: Path | str) -> str:

@@ -20,8 +20,9 @@ that ``summary.json`` records (and every version must parse as a JSON list): a t
 snapshot raises :class:`SnapshotCorrupt` naming the file and how to restore it, instead of being
 compared, skipped or converted. :func:`load_snapshot` reads a snapshot with the same checks.
 
-Images are copied next to each meta.json so every path is relative and inside its folder (RORem's
-rule; a DVC ``add`` of the round folder then freezes everything). Both exports are fetched before
+Images are placed next to each meta.json (hard links where the file system allows, else copies) so
+every path is relative and inside its folder (RORem's rule; a DVC ``add`` of the round folder then
+freezes everything; nothing modifies an image in place, so a link is as safe as a copy). Both exports are fetched before
 anything is written, so a server failure mid-pull leaves earlier files untouched. Converted outputs
 derive from the newest snapshot only and are deterministic: pulling twice gives identical files.
 """
@@ -31,18 +32,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from annotation.client import LabelStudioClient, LabelStudioError
 from annotation.config import AnnotationConfig
 from annotation.convert import GOOD, Conversion, convert, normalize_export, parse_pairwise, parse_review
-from annotation.paths import unique_names
+from annotation.paths import RealPaths, unique_names
 from annotation.push import read_setup
 from annotation.quality import lead_times, round_quality
 from rorem_core.data.formats import Candidate, Pair, Triplet, read_candidates
-from rorem_core.io import atomic_dir, sha256_file, write_bytes_atomic
+from rorem_core.io import atomic_dir, link_or_copy, sha256_file, write_bytes_atomic
 
 
 class SnapshotCorrupt(ValueError):
@@ -149,9 +149,8 @@ def _write_dataset(folder: Path, entries: list[dict], files: dict[str, Path]) ->
         return False
     with atomic_dir(folder) as tmp:
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; these are shared datasets
-        for rel, src in files.items():
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, tmp / rel)
+        for rel, src in files.items():   # hard links where possible: 20,000 copies took ~5 s here
+            link_or_copy(src, tmp / rel)
         (tmp / "meta.json").write_bytes(meta)
     return True
 
@@ -159,11 +158,14 @@ def _write_dataset(folder: Path, entries: list[dict], files: dict[str, Path]) ->
 def _names(cands: dict[str, Candidate], base: Path) -> dict[str, dict[str, str]]:
     """File stems per candidate: inputs share their source/mask file, results are per candidate."""
     order = sorted(cands.values(), key=lambda c: c.id)
-    src = unique_names([(c.input_id, str((base / c.source).resolve())) for c in order])
-    msk = unique_names([(c.input_id, str((base / c.mask).resolve())) for c in order])
+    real = RealPaths()   # 10,000 candidates: each folder resolved once, not 40,000 full resolves
+    src = {c.id: real(base / c.source) for c in order}
+    msk = {c.id: real(base / c.mask) for c in order}
+    src_names = unique_names([(c.input_id, src[c.id]) for c in order])
+    msk_names = unique_names([(c.input_id, msk[c.id]) for c in order])
     res = unique_names([(c.id, c.id) for c in order])
-    return {c.id: {"source": src[str((base / c.source).resolve())], "mask": msk[str((base / c.mask).resolve())],
-                   "result": res[c.id]} for c in order}
+    return {c.id: {"source": src_names[src[c.id]], "mask": msk_names[msk[c.id]], "result": res[c.id]}
+            for c in order}
 
 
 def scored_entries(conv: Conversion, cands: dict[str, Candidate], base: Path) -> tuple[list[dict], dict]:

@@ -6,7 +6,9 @@ pushing a grown selection adds only the new tasks. Review is blind by default (`
 the discriminator's verdicts go to ``push.json``, not into the tasks; gold tasks with known answers are
 mixed into the review project (:mod:`annotation.gold`) and instructions are set on both projects.
 Every image path is checked to lie inside the served root *before* any call. Tasks are imported
-highest priority first; with sequential sampling that is the order annotators get them.
+highest priority first; with sequential sampling that is the order annotators get them. The images
+a task shows (overlay, review copies: :mod:`annotation.overlays`) are written just before its batch
+is imported, while Label Studio imports the previous batch (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -16,22 +18,21 @@ import itertools
 import json
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
-
-import numpy as np
+from typing import Callable, Mapping
 
 from annotation.client import LabelStudioClient, LabelStudioError
 from annotation.config import AnnotationConfig
 from annotation.convert import BAD, GOOD, PREF, QUALITY
 from annotation.gold import GoldPlan, decoy_priority, gold_candidates, neutral_copy, plan_gold
 from annotation.instructions import instructions_html
-from annotation.paths import PathRefused, inside_root, local_files_url, unique_names
+from annotation.overlays import TaskImages
+from annotation.paths import PathRefused, RootCheck, local_files_url, unique_names
 from rorem_core.data.formats import Candidate, read_candidates
-from rorem_core.data.images import encode_png, load_mask, load_rgb
-from rorem_core.io import write_bytes_atomic, write_json_atomic
+from rorem_core.io import write_json_atomic
 
 
 def label_config(kind: str) -> str:
@@ -48,22 +49,8 @@ class PushResult:
     gold: str = ""                                            # what the gold plan did (or why no gold)
 
 
-def render_overlay(source: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Source (H, W, 3) with the mask tinted red (blend ``alpha``) and its 1-px border pure red."""
-    out = source.copy()
-    red = np.array([1.0, 0.0, 0.0], dtype=out.dtype)
-    out[mask] = (1 - alpha) * out[mask] + alpha * red
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    out[mask & ~inner] = red
-    return out
-
-
-def _resolve_all(cands: list[Candidate], base: Path, doc_root: Path) -> dict[str, dict[str, Path]]:
-    """Every candidate's source/mask/result, checked inside ``doc_root``; all offenders at once."""
+def _resolve_all(cands: list[Candidate], base: Path, check: RootCheck) -> dict[str, dict[str, Path]]:
+    """Every candidate's source/mask/result, checked inside the served root; all offenders at once."""
     paths, bad, seen = {}, [], {}
     for c in cands:
         entry = {}
@@ -71,31 +58,25 @@ def _resolve_all(cands: list[Candidate], base: Path, doc_root: Path) -> dict[str
             raw = os.path.join(base, getattr(c, kind))
             try:
                 if raw not in seen:  # inputs share source and mask: check each file once
-                    seen[raw] = inside_root(raw, doc_root)
+                    seen[raw] = check(raw)
                 entry[kind] = seen[raw]
             except PathRefused as e:
                 bad.append(f"candidate {c.id} {kind}: {e}")
         paths[c.id] = entry
     if bad:
-        raise PathRefused(f"{len(bad)} image path(s) refused before import (served root {doc_root}):\n  "
+        raise PathRefused(f"{len(bad)} image path(s) refused before import (served root {check.doc_root}):\n  "
                           + "\n  ".join(bad[:20]))
     return paths
 
 
-def _write_overlays(cands: list[Candidate], paths: dict, out_dir: Path) -> dict[str, Path]:
-    """One overlay PNG per distinct (source, mask); rewritten only when its bytes change."""
+def _overlay_paths(cands: list[Candidate], paths: dict, images: TaskImages) -> dict[str, Path]:
+    """One overlay per distinct (source, mask), named after an input id; written by ``images`` on demand."""
     keys = {c.id: f"{paths[c.id]['source']}|{paths[c.id]['mask']}" for c in cands}
     names = unique_names([(c.input_id, keys[c.id]) for c in cands])
     done: dict[str, Path] = {}
     for c in cands:
-        key = keys[c.id]
-        if key not in done:
-            target = out_dir / f"{names[key]}.png"
-            png = encode_png(render_overlay(load_rgb(paths[c.id]["source"]), load_mask(paths[c.id]["mask"])))
-            if not target.is_file() or target.read_bytes() != png:
-                write_bytes_atomic(target, png)
-                os.chmod(target, 0o644)
-            done[key] = target
+        if keys[c.id] not in done:
+            done[keys[c.id]] = images.overlay(names[keys[c.id]], paths[c.id]["source"], paths[c.id]["mask"])
     return {c.id: done[keys[c.id]] for c in cands}
 
 
@@ -175,9 +156,11 @@ def ensure_storages(client: LabelStudioClient, project_id: int, dirs: set[Path])
 
 
 def import_missing(client: LabelStudioClient, project_id: int, tasks: list[dict], key: str,
-                   cfg: AnnotationConfig) -> tuple[int, int]:
+                   cfg: AnnotationConfig, prepare: Callable[[list[dict]], None] | None = None) -> tuple[int, int]:
     """Import tasks whose ``data[key]`` is not on the server yet; returns (created, existing).
 
+    ``prepare(batch)`` runs before a batch is sent (the push writes the batch's images there) while
+    the server still imports the previous batch: one import in flight at a time, in priority order.
     After a failed batch the server state is re-read before resending, so a batch that the server
     committed but did not confirm is never imported twice.
     """
@@ -187,19 +170,40 @@ def import_missing(client: LabelStudioClient, project_id: int, tasks: list[dict]
     present = on_server()
     todo = [t for t in tasks if t["data"][key] not in present]
     missing_at_start, attempt = len(todo), 0
-    while todo:
-        batch = todo[: cfg.import_batch]
-        try:
-            client.import_tasks(project_id, batch)
-            todo = todo[len(batch):]
-        except LabelStudioError as e:
-            if attempt >= cfg.retries or (e.status is not None and e.status < 500):
-                raise
-            time.sleep(min(cfg.backoff_s * 2 ** attempt, cfg.backoff_max_s))
-            attempt += 1
-            present = on_server()
-            todo = [t for t in todo if t["data"][key] not in present]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ls-import") as pool:
+        while todo:
+            try:
+                _send_batches(pool, client, project_id, todo, cfg.import_batch, prepare)
+                todo = []
+            except LabelStudioError as e:
+                if attempt >= cfg.retries or (e.status is not None and e.status < 500):
+                    raise
+                time.sleep(min(cfg.backoff_s * 2 ** attempt, cfg.backoff_max_s))
+                attempt += 1
+                present = on_server()
+                todo = [t for t in todo if t["data"][key] not in present]
     return missing_at_start, len(tasks) - missing_at_start
+
+
+def _send_batches(pool: ThreadPoolExecutor, client: LabelStudioClient, project_id: int, todo: list[dict],
+                  size: int, prepare: Callable[[list[dict]], None] | None) -> None:
+    """Send ``todo`` in batches of ``size``, preparing batch k+1 while batch k is imported.
+
+    Returns only when no import is in flight (also when raising), so the caller may re-read the server."""
+    in_flight: Future | None = None
+    try:
+        for start in range(0, len(todo), size):
+            batch = todo[start:start + size]
+            if prepare is not None:
+                prepare(batch)
+            if in_flight is not None:
+                in_flight.result()          # raises the previous batch's error before sending more
+            in_flight = pool.submit(client.import_tasks, project_id, batch)
+        if in_flight is not None:
+            in_flight.result()
+    finally:
+        if in_flight is not None:
+            wait([in_flight])
 
 
 @dataclass
@@ -211,20 +215,29 @@ class RoundTasks:
     dirs: set[Path]
     gold: GoldPlan | None = None
     instructions: dict[str, str] = field(default_factory=dict)
+    images: TaskImages | None = None    # writes the files tasks show; see build_round_tasks(defer_images)
+
+    def prepare(self, tasks: list[dict]) -> None:
+        if self.images is not None:
+            self.images.prepare(tasks)
 
 
-def _neutral_paths(cands: list[Candidate], paths: dict, folder: Path, round_id: int) -> dict:
+def _neutral_paths(cands: list[Candidate], paths: dict, folder: Path, round_id: int, images: TaskImages) -> dict:
     """Review images (source shown as "original", result) copied under opaque names into one folder, so
     a gold task's URLs look like any other task's (its result may be the GT or the source itself)."""
-    return {c.id: {**paths[c.id], "source": neutral_copy(paths[c.id]["source"], folder, round_id, "original"),
-                   "result": neutral_copy(paths[c.id]["result"], folder, round_id, "result")} for c in cands}
+    return {c.id: {**paths[c.id], "source": images.neutral(paths[c.id]["source"], folder, round_id, "original"),
+                   "result": images.neutral(paths[c.id]["result"], folder, round_id, "result")} for c in cands}
 
 
 def build_round_tasks(cfg: AnnotationConfig, round_id: int, candidates_path: Path, doc_root: Path,
                       priorities: Mapping[str, float] | None = None,
                       overlay_dir: Path | None = None, *, hidden_meta: Path | None = None,
-                      prev_labels: Path | None = None, previous_gold: dict | None = None) -> RoundTasks:
+                      prev_labels: Path | None = None, previous_gold: dict | None = None,
+                      defer_images: bool = False) -> RoundTasks:
     """Check every path, render the overlays, build review (+ gold) (+ pairwise) tasks, highest priority first.
+
+    ``defer_images``: leave the overlays and review copies to :meth:`RoundTasks.prepare` (the push
+    writes each batch's images just before importing it); by default they are all written here.
 
     Gold tasks (:mod:`annotation.gold`) are drawn from ``hidden_meta`` (the pool's hidden GT) and, with
     ``gold.unanimous``, from ``prev_labels`` (an earlier round's labels folder)."""
@@ -236,17 +249,19 @@ def build_round_tasks(cfg: AnnotationConfig, round_id: int, candidates_path: Pat
     golds = gold_candidates(plan, round_id, cands)
     prio.update({g.id: decoy_priority(g.id, dict(priorities or {})) for g in golds})
     everyone = sorted(cands + golds, key=lambda c: (-prio.get(c.id, 0.0), c.id))
-    paths = _resolve_all(everyone, candidates_path.parent, doc_root)
+    check = RootCheck(doc_root)
+    paths = _resolve_all(everyone, candidates_path.parent, check)
     round_dir = doc_root / "annotations" / f"round-{round_id}"
     overlay_dir = Path(overlay_dir or round_dir / "overlays")
-    overlays = _write_overlays(everyone, paths, overlay_dir)
-    for o in set(overlays.values()):
-        inside_root(o, doc_root)
-    shown = _neutral_paths(everyone, paths, round_dir / "review", round_id)
+    images = TaskImages(doc_root, overlay_dir, check)
+    overlays = _overlay_paths(everyone, paths, images)
+    shown = _neutral_paths(everyone, paths, round_dir / "review", round_id, images)
     # storages authorise serving: the real candidates' folders (pairwise shows them), the overlays and
     # the review copies; never the hidden GT's folder (gold shows only its copy under an opaque name)
     dirs = ({p.parent for c in cands for p in paths[c.id].values()} | {o.parent for o in overlays.values()}
             | {round_dir / "review"})
+    for d in dirs:   # Label Studio refuses a storage whose folder does not exist, and images come later
+        d.mkdir(parents=True, exist_ok=True)
     kinds = {"review": ([_review_task(c, shown[c.id], overlays[c.id], doc_root, prio.get(c.id, 0.0), cfg)
                          for c in everyone], "candidate_id")}
     if cfg.pairwise:
@@ -254,19 +269,12 @@ def build_round_tasks(cfg: AnnotationConfig, round_id: int, candidates_path: Pat
         ptasks.sort(key=lambda t: (-t["data"]["priority"], t["data"]["pair_id"]))
         kinds["pairwise"] = (ptasks, "pair_id")
     examples = [(g, neutral_copy(Path(g.result), round_dir / "review", round_id, "example"),
-                 _example_overlay(g, overlay_dir)) for g in plan.examples]
+                 images.example_overlay(g.key, Path(g.source), Path(g.mask))) for g in plan.examples]
     text = {kind: instructions_html(kind, [(g.answer, local_files_url(r, doc_root), local_files_url(o, doc_root))
                                            for g, r, o in examples], cfg.prefill) for kind in kinds}
-    return RoundTasks(kinds, dirs, plan, text if cfg.instructions else {})
-
-
-def _example_overlay(g, overlay_dir: Path) -> Path:
-    target = Path(overlay_dir) / f"example-{hashlib.sha256(g.key.encode()).hexdigest()[:12]}.png"
-    png = encode_png(render_overlay(load_rgb(g.source), load_mask(g.mask)))
-    if not target.is_file() or target.read_bytes() != png:
-        write_bytes_atomic(target, png)
-        os.chmod(target, 0o644)
-    return target
+    if not defer_images:
+        images.prepare_all()
+    return RoundTasks(kinds, dirs, plan, text if cfg.instructions else {}, images)
 
 
 def write_setup(path: Path, round_id: int, cfg: AnnotationConfig, plan: GoldPlan | None,
@@ -304,7 +312,7 @@ def push_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: int, 
     old = read_setup(setup)   # a re-push keeps the round's gold: its answers are what annotators saw
     built = build_round_tasks(cfg, round_id, candidates_path, doc_root, priorities, overlay_dir,
                               hidden_meta=hidden_meta, prev_labels=prev_labels,
-                              previous_gold=(old or {}).get("gold"))
+                              previous_gold=(old or {}).get("gold"), defer_images=True)
     preds = {**(old or {}).get("predictions", {}), **{
         c.id: {"score": c.score, "model_version": c.score_model or cfg.model_version}
         for c in read_candidates(Path(candidates_path)) if c.score is not None}}
@@ -314,5 +322,7 @@ def push_round(client: LabelStudioClient, cfg: AnnotationConfig, round_id: int, 
         proj = ensure_project(client, cfg.project_title(round_id, kind), kind, cfg, built.instructions.get(kind, ""))
         ensure_storages(client, proj["id"], built.dirs)
         result.projects[kind] = proj["id"]
-        result.created[kind], result.existing[kind] = import_missing(client, proj["id"], tasks, key, cfg)
+        result.created[kind], result.existing[kind] = import_missing(client, proj["id"], tasks, key, cfg,
+                                                                     prepare=built.prepare)
+    built.images.prepare_all()   # the images of tasks that were on the server already (restored if deleted)
     return result

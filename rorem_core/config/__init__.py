@@ -70,7 +70,7 @@ STAGES: dict[str, type[Strict]] = {
     "evaluate_rl": EvaluateRLConfig,
 }
 # top-level sections that are not stage configs (annotation is typed by the annotation layer)
-OTHER_SECTIONS = ("base", "rounds", "annotation", "data")
+OTHER_SECTIONS = ("base", "rounds", "annotation", "data", "launch")   # launch: rorem_core.launch
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:

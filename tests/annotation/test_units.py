@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from annotation import cli
 from annotation.config import AnnotationConfig, SimulatedConfig
+from annotation.overlays import render_overlay
 from annotation.paths import PathRefused, inside_root, local_files_url, safe_name, unique_names
-from annotation.push import label_config, pair_tasks, render_overlay
+from annotation.push import label_config, pair_tasks
 from annotation.server import LabelStudioServer, ServerError, _secret
 from annotation.simulated import Oracle, _uniforms, read_hidden_gt
 from rorem_core.config import ConfigError

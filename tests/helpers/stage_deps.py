@@ -75,10 +75,23 @@ def covered(file: Path, deps: list[str], root: Path = REPO) -> bool:
     return any(rel == d.rstrip("/") or rel.startswith(d.rstrip("/") + "/") for d in deps)
 
 
+LAUNCHER = "rorem_core.launch"
+
+
 def entry_module(cmd: str) -> str | None:
-    """``python -m rorem_core.stages.x ...`` -> ``rorem_core.stages.x``."""
+    """``python -m rorem_core.stages.x ...`` (or through the launcher,
+    ``python -m rorem_core.launch rorem_core.stages.x ...``) -> ``rorem_core.stages.x``."""
     words = cmd.split()
-    return words[words.index("-m") + 1] if "-m" in words else None
+    if "-m" not in words:
+        return None
+    mod = words[words.index("-m") + 1]
+    return words[words.index(mod) + 1] if mod == LAUNCHER else mod
+
+
+def entry_closure(cmd: str, root: Path = REPO) -> set[Path]:
+    """What ``cmd`` imports: the stage's closure, plus the launcher's when it goes through it."""
+    files = closure(entry_module(cmd), root)
+    return files | closure(LAUNCHER, root) if f"-m {LAUNCHER} " in " ".join(cmd.split()) + " " else files
 
 
 def missing_deps(stages: dict[str, tuple[str, list[str]]], root: Path = REPO) -> dict[str, list[str]]:
@@ -88,7 +101,7 @@ def missing_deps(stages: dict[str, tuple[str, list[str]]], root: Path = REPO) ->
         mod = entry_module(cmd)
         if mod is None:
             continue
-        miss = sorted(f.relative_to(root).as_posix() for f in closure(mod, root) if not covered(f, deps, root))
+        miss = sorted(f.relative_to(root).as_posix() for f in entry_closure(cmd, root) if not covered(f, deps, root))
         if miss:
             out[name] = miss
     return out
@@ -126,7 +139,7 @@ def write_deps(dvc_yaml: Path = REPO / "dvc.yaml") -> None:
     for stage in data["stages"].values():
         body = stage.get("do", stage)
         keep = [d for d in body["deps"] if not str(d).startswith("rorem_core/") or str(d).startswith("rorem_core/assets")]
-        want = collapse(closure(entry_module(" ".join(str(body["cmd"]).split()))))
+        want = collapse(entry_closure(" ".join(str(body["cmd"]).split())))
         del body["deps"][:]
         body["deps"].extend(keep + want)
     buf = StringIO()
