@@ -57,6 +57,11 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device("cuda", index)
 
 
+def cuda_device_count() -> int:
+    """CUDA GPUs of this machine (0 without CUDA): what a launcher may start one process each on."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def process_group_backend() -> str:
     """torch.distributed backend of a data-parallel run: NCCL between GPUs, gloo between CPU processes."""
     return "nccl" if torch.cuda.is_available() else "gloo"

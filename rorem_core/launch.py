@@ -10,9 +10,9 @@ Launch settings are not part of a stage's result: no dvc.yaml stage declares ``l
 makes DVC (or the flow's stage cache, keyed on declared params) consider outputs stale.
 
 Bad inputs stop here with one message and nothing written: a process count above the devices of
-this machine (GPUs, else CPU cores), an accelerate config file that does not exist, and, until a
-stage shards its work across processes (issue 17 items 2-3), more than one process for it (N
-copies would each compute and write the whole output).
+this machine (GPUs, else CPU cores), an accelerate config file that does not exist, and more than one
+process for a stage that does not shard its work (``MULTI_PROCESS_STAGES``: N copies would each compute
+and write the whole output).
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from pydantic import Field, ValidationError
 
 from rorem_core.config.base import ConfigError, Strict
 
-# Stage modules whose run() shards its inputs / synchronises gradients across processes and saves on
-# the main process only. Empty until issue 17 items 2-3 are done and tested with 2 gloo processes.
-MULTI_PROCESS_STAGES: frozenset[str] = frozenset()
+# Stage modules whose run() shards its inputs (rorem_core.parallel) or trains data-parallel (the trainer
+# under accelerate: gradients all-reduced, noise per global micro-batch) and publishes on the main
+# process only; each is tested with 2 gloo processes (tests/scale). train_rl is not among them yet.
+MULTI_PROCESS_STAGES: frozenset[str] = frozenset(f"rorem_core.stages.{s}" for s in (
+    "generate", "select", "auto_score", "evaluate", "train_remover", "train_discriminator", "train_dpo", "distill"))
 
 
 class LaunchSettings(Strict):
@@ -72,10 +74,10 @@ def settings_for(stage: str, params: dict, source: str = "params.yaml") -> Launc
 
 def devices_available() -> tuple[int, str]:
     """(how many processes this machine can host, what they are): GPUs when CUDA is present, else cores."""
-    import torch
+    from rorem_core.device import cuda_device_count
 
-    if torch.cuda.is_available():
-        return torch.cuda.device_count(), "CUDA GPU(s)"
+    if (n := cuda_device_count()) > 0:
+        return n, "CUDA GPU(s)"
     return os.cpu_count() or 1, "CPU core(s) (no CUDA GPU)"
 
 
@@ -89,15 +91,23 @@ def check(stage_module: str, s: LaunchSettings, root: Path, devices: tuple[int, 
         raise ConfigError(f"launch.config_file={s.config_file!r}: no such file under {root}; use one of "
                           "configs/accelerate/*.yaml or remove the setting")
     if (s.processes > 1 or s.num_machines > 1) and stage_module not in MULTI_PROCESS_STAGES:
-        raise ConfigError(f"{stage_module} does not shard its work across processes yet (issue 17 items 2-3): "
+        raise ConfigError(f"{stage_module} does not shard its work across processes (not in MULTI_PROCESS_STAGES): "
                           f"{s.processes} process(es) x {s.num_machines} machine(s) would each write the whole "
                           "output; set launch.processes: 1 and launch.num_machines: 1 for it")
 
 
-def command(stage_module: str, argv: list[str], s: LaunchSettings) -> list[str] | None:
-    """The ``accelerate launch`` command for several processes, or None: run in this process."""
+def command(stage_module: str, argv: list[str], s: LaunchSettings, cuda: bool = True) -> list[str] | None:
+    """The ``accelerate launch`` command for several processes, or None: run in this process. Without
+    CUDA (``cuda`` False) several processes go through torch's own launcher (``torch.distributed.run``,
+    what accelerate uses for GPUs): ``accelerate launch`` on a CPU-only machine starts ONE process
+    whatever ``--num_processes`` says (its multi-CPU mode needs MPI / oneCCL)."""
     if s.processes == 1 and s.num_machines == 1 and s.config_file is None:
         return None
+    if not cuda:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(s.processes),
+               "--nnodes", str(s.num_machines), "--node_rank", str(s.machine_rank),
+               "--master_addr", str(s.main_address or "127.0.0.1"), "--master_port", str(s.main_port)]
+        return [*cmd, "-m", stage_module, *argv]
     cmd = [shutil.which("accelerate") or "accelerate", "launch"]
     if s.config_file is not None:
         cmd += ["--config_file", s.config_file]
@@ -133,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cmd = command(stage_module, stage_argv, s)
+    from rorem_core.device import cuda_device_count
+
+    cmd = command(stage_module, stage_argv, s, cuda=cuda_device_count() > 0)
     if cmd is not None:
         os.execvp(cmd[0], cmd)          # the launcher's process becomes accelerate's
     sys.argv = [stage_module, *stage_argv]

@@ -60,8 +60,17 @@ def test_refusals_before_anything_starts(tmp_path):
     with pytest.raises(ConfigError, match="launch.config_file='configs/accelerate/nope.yaml': no such file"):
         check("rorem_core.stages.generate", LaunchSettings(config_file="configs/accelerate/nope.yaml"), REPO, (8, "x"))
     check("rorem_core.stages.generate", LaunchSettings(config_file="configs/accelerate/multi_gpu.yaml"), REPO, (8, "x"))
-    with pytest.raises(ConfigError, match="does not shard its work across processes yet"):
-        check("rorem_core.stages.generate", LaunchSettings(processes=2), REPO, (8, "x"))
+    check("rorem_core.stages.generate", LaunchSettings(processes=2), REPO, (8, "x"))    # data-parallel
+    with pytest.raises(ConfigError, match="does not shard its work across processes"):
+        check("rorem_core.stages.train_rl", LaunchSettings(processes=2), REPO, (8, "x"))
+
+
+def test_several_cpu_processes_go_through_torchrun():
+    """accelerate launch on a CPU-only machine starts one process whatever --num_processes says."""
+    cmd = command("rorem_core.stages.generate", ["--round", "1"], LaunchSettings(processes=2), cuda=False)
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1", "--node_rank", "0",
+                       "--master_addr", "127.0.0.1", "--master_port", "29500", "-m", "rorem_core.stages.generate",
+                       "--round", "1"]
 
 
 def _launch(tmp_path: Path, launch: dict, *stage: str) -> subprocess.CompletedProcess:

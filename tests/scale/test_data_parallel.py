@@ -1,6 +1,7 @@
-"""Data-parallel inference (issue 17): a stage run by 2 processes (torchrun, gloo on CPU, one torch thread
-each, as `accelerate launch --multi_gpu` runs it on GPUs) writes byte-identical files to the same stage
-run by 1 process: blocks are the single process's UNet batches and seeds are per candidate."""
+"""Data-parallel inference (issue 17): a stage run by 2 processes through the project's launcher
+(`launch.processes: 2`; on CPU it starts torchrun, gloo, one torch thread each; on GPUs accelerate launch)
+writes byte-identical files to the same stage run by 1 process: blocks are the single process's UNet
+batches and seeds are per candidate."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from rorem_core.parallel import Shards, flatten_in_order
+from tests.helpers.launch import run_stage
 from tests.helpers.served import free_port
 
 RES = 32
@@ -46,14 +48,8 @@ def generate_project(tmp_path_factory, random_tiny_model):
 
 
 def _generate(root: Path, model: Path, out: str, procs: int) -> str:
-    args = ["--params", str(root / "params.yaml"), "--round", "1", "--remover", str(model), "--pool",
-            str(root / "pool"), "--out", str(root / out)]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-                "--master_addr", "127.0.0.1", "--master_port", str(free_port())] if procs > 1 else [sys.executable]
-    r = subprocess.run([*launcher, "-m", "rorem_core.stages.generate", *args], env=ENV, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return r.stdout
+    return run_stage(root / "params.yaml", "rorem_core.stages.generate", ["--round", "1", "--remover", str(model),
+                     "--pool", str(root / "pool"), "--out", str(root / out)], procs)
 
 
 @pytest.mark.multiprocess
@@ -93,13 +89,9 @@ def test_auto_score_with_two_processes_writes_the_same_bytes_as_one(generate_pro
     outs = {}
     for procs in (1, 2):
         out = root / f"auto-{procs}"
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_addr",
-                    "127.0.0.1", "--master_port", str(free_port())] if procs > 1 else [sys.executable]
-        r = subprocess.run([*launcher, "-m", "rorem_core.stages.auto_score", "--params", str(root / "params.yaml"),
-                            "--discriminator", str(root / "disc"), "--candidates", str(root / "one"), "--out", str(out),
-                            "--metrics", str(root / f"auto-{procs}.json")], env=ENV, capture_output=True, text=True,
-                           timeout=600)
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+        run_stage(root / "params.yaml", "rorem_core.stages.auto_score", ["--discriminator", str(root / "disc"),
+                  "--candidates", str(root / "one"), "--out", str(out), "--metrics", str(root / f"auto-{procs}.json")],
+                  procs)
         outs[procs] = _files(out)
     import json
 
@@ -122,13 +114,9 @@ def test_evaluate_with_two_processes_writes_the_same_bytes_as_one(generate_proje
     (root / "params.yaml").write_text(yaml.safe_dump(p))
     outs = {}
     for procs in (1, 2):
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_addr",
-                    "127.0.0.1", "--master_port", str(free_port())] if procs > 1 else [sys.executable]
-        r = subprocess.run([*launcher, "-m", "rorem_core.stages.evaluate", "--params", str(root / "params.yaml"),
-                            "--remover", str(model), "--test", str(root / "test"), "--out", str(root / f"eval-{procs}"),
-                            "--metrics", str(root / f"eval-{procs}.json")], env=ENV, capture_output=True, text=True,
-                           timeout=600)
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+        run_stage(root / "params.yaml", "rorem_core.stages.evaluate", ["--remover", str(model), "--test",
+                  str(root / "test"), "--out", str(root / f"eval-{procs}"), "--metrics", str(root / f"eval-{procs}.json")],
+                  procs)
         outs[procs] = {**_files(root / f"eval-{procs}"), "metrics": (root / f"eval-{procs}.json").read_bytes()}
     assert "samples.png" in outs[1] and "gallery/index.json" in outs[1]
     assert outs[1] == outs[2]

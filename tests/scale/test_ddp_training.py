@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,44 +16,57 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.helpers.served import free_port
+from tests.helpers.launch import ENV, launch_cmd
 
 RES = 32
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
 TOL = 1e-5     # float tolerance of the weights and losses (fp32, all-reduce vs accumulation)
 
 
 @pytest.fixture(scope="module")
 def pairs_data(tmp_path_factory) -> Path:
+    """16 triplets (meta.json), pairs.json (GT over the source) and labels.json (GT good, source bad)."""
     from rorem_core.data.formats import Pair, read_triplets, write_entries
     from rorem_core.data.synthetic import SyntheticConfig, write_triplets
 
     root = tmp_path_factory.mktemp("ddp") / "set"
     write_triplets(root, SyntheticConfig(size=RES), "ddp", 16, 0.5)
+    ts = read_triplets(root / "meta.json")
     write_entries(root / "pairs.json", [Pair(source=t.source, mask=t.mask, preferred=t.GT, rejected=t.source)
-                                        for t in read_triplets(root / "meta.json")])
+                                        for t in ts])
+    (root / "labels.json").write_text(json.dumps([{"source": t.source, "mask": t.mask, "GT": gt, "score": sc,
+                                                   "id": f"{t.id}-{sc}"} for t in ts
+                                                  for gt, sc in ((t.GT, 1.0), (t.source, 0.0))]))
     return root
 
 
+COMMON = {"batch_size": 2, "lr": 1e-3, "lr_schedule": "constant", "lr_warmup_steps": 0, "log_every": 1}
+# stage -> (its section beyond COMMON, its data arguments)
+STAGES = {
+    "train_dpo": ({"lora_rank": 4, "val_fraction": 0.25, "val_draws": 1},
+                  lambda d, m: ["--init", str(m), "--pairs", str(d / "pairs.json")]),
+    "train_remover": ({"mode": "lora", "lora_rank": 4}, lambda d, m: ["--init", str(m), "--train", str(d / "meta.json")]),
+    "train_discriminator": ({"mode": "lora", "lora_rank": 4, "anchors": 0, "heldout_fraction": 0.25, "eval_batch_size": 8},
+                            lambda d, m: ["--init", str(m), "--labels", str(d / "labels.json")]),
+    "distill": ({"lora_rank": 4}, lambda d, m: ["--teacher", str(m), "--train", str(d / "meta.json")]),
+}
+
+
 def _cmd(tmp: Path, model: Path, data: Path, procs: int, grad_accum: int, steps: int = 4,
-         checkpoint_every: int = 100) -> list[str]:
+         checkpoint_every: int = 100, stage: str = "train_dpo") -> list[str]:
     base = {"cache_dir": str(tmp / "cache"), "work_dir": str(tmp / "work"), "wandb_mode": "disabled",
             "device": "cpu", "resolution": RES, "seed": 0}
-    dpo = {"steps": steps, "batch_size": 2, "grad_accum": grad_accum, "lr": 1e-3, "lr_schedule": "constant",
-           "lr_warmup_steps": 0, "log_every": 1, "checkpoint_every": checkpoint_every, "lora_rank": 4,
-           "val_fraction": 0.25, "val_draws": 1}
+    section = {**COMMON, **STAGES[stage][0], "steps": steps, "grad_accum": grad_accum,
+               "checkpoint_every": checkpoint_every}
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "params.yaml").write_text(yaml.safe_dump({"base": base, "train_dpo": dpo}))
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_addr",
-                "127.0.0.1", "--master_port", str(free_port())] if procs > 1 else [sys.executable]
-    return [*launcher, "-m", "rorem_core.stages.train_dpo", "--params", str(tmp / "params.yaml"), "--init",
-            str(model), "--pairs", str(data / "pairs.json"), "--out", str(tmp / "out"), "--metrics",
-            str(tmp / "metrics.json")]
+    (tmp / "params.yaml").write_text(yaml.safe_dump({"base": base, stage: section}))
+    return launch_cmd(tmp / "params.yaml", f"rorem_core.stages.{stage}", [*STAGES[stage][1](data, model), "--out",
+                      str(tmp / "out"), "--metrics", str(tmp / "metrics.json")], procs)
 
 
-def _train(tmp: Path, model: Path, data: Path, procs: int, grad_accum: int) -> dict:
+def _train(tmp: Path, model: Path, data: Path, procs: int, grad_accum: int, stage: str = "train_dpo") -> dict:
     """The stage's train_summary.json; asserts the stage saw ``procs`` processes."""
-    r = subprocess.run(_cmd(tmp, model, data, procs, grad_accum), env=ENV, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(_cmd(tmp, model, data, procs, grad_accum, stage=stage), env=ENV, capture_output=True,
+                       text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert f"x accum {grad_accum} x {procs} processes = 4 per step" in r.stdout + r.stderr, r.stdout[-2000:]
     return json.loads((tmp / "out" / "train_summary.json").read_text())
@@ -65,10 +77,12 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.multiprocess
-def test_two_processes_train_like_one_process_with_the_same_global_batch(random_tiny_model, pairs_data, tmp_path):
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_two_processes_train_like_one_process_with_the_same_global_batch(random_tiny_model, pairs_data, tmp_path,
+                                                                        stage):
     model = random_tiny_model(RES)
-    one = _train(tmp_path / "one", model, pairs_data, procs=1, grad_accum=2)
-    two = _train(tmp_path / "two", model, pairs_data, procs=2, grad_accum=1)
+    one = _train(tmp_path / "one", model, pairs_data, procs=1, grad_accum=2, stage=stage)
+    two = _train(tmp_path / "two", model, pairs_data, procs=2, grad_accum=1, stage=stage)
     curve = lambda m: [loss for _, loss in m["losses"]]       # noqa: E731
     assert len(curve(one)) == 4
     assert curve(two) == pytest.approx(curve(one), abs=TOL)
