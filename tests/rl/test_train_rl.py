@@ -237,3 +237,41 @@ def _flat(d: dict, prefix: str = "") -> dict:
         elif v is not None and not isinstance(v, str):
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _lora_remover(base: Path, out: Path) -> Path:
+    """A LoRA remover on ``base`` whose adapter is not the identity (B perturbed from a fixed seed)."""
+    from rorem_core.models.loading import load_unet, write_ref
+    from rorem_core.models.unet import add_lora, save_lora
+
+    unet = load_unet(base)
+    add_lora(unet, 4, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for n, p in unet.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    out.mkdir(parents=True)
+    save_lora(unet, out / "lora")
+    write_ref(out, base, unet=None, lora="lora")
+    return out
+
+
+def test_rl_on_a_lora_remover_stores_only_its_adapter_and_checkpoints_no_base(rl_model, rl_data, tmp_path):
+    from safetensors import safe_open
+
+    init = _lora_remover(rl_model, tmp_path / "models" / "remover")
+    cfg = _cfg(tmp_path, steps=3)      # checkpoint_every 2: checkpoint-2 is kept (the last step saves none)
+    train_rl.run(cfg, init, rl_data / "pools" / "round-1", tmp_path / "models" / "rl",
+                 hidden=rl_data / "hidden" / "round-1", test=rl_data / "test")
+    out = tmp_path / "models" / "rl"
+    files = sorted(f.relative_to(out).as_posix() for f in out.rglob("*") if f.is_file())
+    assert files == ["lora/pytorch_lora_weights.safetensors", "rorem_model.json", "train_summary.json"]
+    assert json.loads((out / "rorem_model.json").read_text())["loras"] == ["../remover/lora", "lora"]
+    unet_bytes = sum(f.stat().st_size for f in (rl_model / "unet").glob("*.safetensors"))
+    ckpt = next((tmp_path / "work").rglob("checkpoint-2"))
+    for d in (out, ckpt):
+        for f in d.rglob("*.safetensors"):
+            with safe_open(str(f), framework="pt") as h:
+                assert all(".lora_A." in k or ".lora_B." in k for k in h.keys()), f
+        assert sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) < unet_bytes, d
