@@ -195,7 +195,6 @@ class LoraPolicy:
 
     unet: torch.nn.Module
     trainable: list
-    fused: bool          # the init remover was itself a LoRA, fused into the UNet first
     acc: object
     device: torch.device
     work: Path
@@ -207,14 +206,14 @@ class LoraPolicy:
         from rorem_core.models.loading import configure_attention
         from rorem_core.training.trainer import make_accelerator
 
-        unet, trainable, fused = load_policy_unet(init_ref, cfg.lora_rank, cfg.lora_targets, seed=cfg.base.seed)
+        unet, trainable, _ = load_policy_unet(init_ref, cfg.lora_rank, cfg.lora_targets, seed=cfg.base.seed)
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         configure_attention(unet, xformers={"auto": "auto", "on": True, "off": False}[cfg.xformers])
         work = Path(cfg.base.work_dir) / run_name.replace("/", "_") / config_hash(cfg, str(init_ref), *key_parts)[:16]
         acc = make_accelerator(cfg.base, cfg, work)
         device = acc.device   # base.device, resolved by make_accelerator
-        return cls(unet.to(device), trainable, fused, acc, device, work, run_name)
+        return cls(unet.to(device), trainable, acc, device, work, run_name)
 
 
 def history_tail(history: list[dict], n: int = 10) -> dict[str, float]:

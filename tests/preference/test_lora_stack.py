@@ -144,3 +144,13 @@ def test_a_lora_checkpoint_holds_only_the_adapter(chain, small_data, params, tmp
     keys = _weight_keys(ckpts[0])
     assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys), sorted(keys)[:5]
     assert _bytes(ckpts[0]) < _bytes(chain["base"] / "unet")
+
+
+def test_a_lora_remover_trained_on_a_lora_remover_stacks_across_rounds(chain, small_data, params, tmp_path):
+    """Round N+1's LoRA remover on round N's: trained on the fused init, stores only its adapter."""
+    p = params(train_remover={"mode": "lora", "lora_rank": 4, "steps": 1, "batch_size": 4, "lr_warmup_steps": 0})
+    out = tmp_path / "remover2"
+    train_remover(stage_config("train_remover", p), chain["sft"], [small_data / "meta.json"], out)
+    assert resolve_ref(out).loras == (str((chain["sft"] / "lora").resolve()), str((out / "lora").resolve()))
+    assert not (out / "unet").exists()
+    assert _forward(load_unet_fused(out)).isfinite().all()
