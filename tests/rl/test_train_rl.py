@@ -181,6 +181,26 @@ def test_empty_pool_and_foreign_reward_model_are_refused_before_any_rollout(rl_m
     assert not (tmp_path / "out").exists()
 
 
+def test_a_discriminator_on_a_base_ref_rewards_a_remover_on_that_base(rl_model, tmp_path):
+    """The SDXL preset's models/base is a ref (pipeline + bootstrap.sdxl_unet), not the pipeline folder:
+    a discriminator trained on it and a remover on it share the base (found by the full-size rehearsal)."""
+    from rorem_core.models.loading import write_ref
+    from rorem_core.reward.discriminator import DiscriminatorInfo, build_discriminator, save_discriminator
+    from rorem_core.rl.rewards import DiscriminatorReward
+
+    base = tmp_path / "models" / "base"
+    base.mkdir(parents=True)
+    write_ref(base, rl_model, unet=str(rl_model / "unet"), lora=None)
+    disc = build_discriminator(base, cache_dir=tmp_path / "cache", info=DiscriminatorInfo(base=str(base), mode="full",
+                                                                                         resolution=32))
+    save_discriminator(disc, tmp_path / "models" / "disc", base)
+    remover = _lora_remover(base, tmp_path / "models" / "remover")
+    reward = DiscriminatorReward.load(tmp_path / "models" / "disc", remover=remover, cache_dir=str(tmp_path / "cache"),
+                                      resolution=32, device="cpu")
+    scores = reward(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 32, 32), torch.ones(2, 1, 32, 32), ["a", "b"])
+    assert torch.as_tensor(scores).isfinite().all()
+
+
 def test_disabled_stage_writes_a_skipped_marker(rl_model, rl_data, tmp_path):
     res = _run(tmp_path, rl_model, rl_data, enabled=False)
     assert not res.enabled and json.loads((tmp_path / "out" / train_rl.SKIPPED).read_text())
