@@ -201,6 +201,13 @@ def test_a_discriminator_on_a_base_ref_rewards_a_remover_on_that_base(rl_model, 
     assert torch.as_tensor(scores).isfinite().all()
 
 
+def test_a_pool_too_small_for_a_heldout_input_trains_and_reports_none(rl_model, rl_data, tmp_path):
+    """heldout_fraction * pool rounds to 0 (the SDXL rehearsal: 4 inputs x 0.1): no held-out metric, no crash."""
+    res = _run(tmp_path, rl_model, rl_data, heldout_fraction=0.02, steps=2)
+    assert res.steps == 2 and res.n_heldout == 0 and res.heldout_reward["n"] == 0
+    assert (tmp_path / "out" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
 def test_disabled_stage_writes_a_skipped_marker(rl_model, rl_data, tmp_path):
     res = _run(tmp_path, rl_model, rl_data, enabled=False)
     assert not res.enabled and json.loads((tmp_path / "out" / train_rl.SKIPPED).read_text())
