@@ -6,7 +6,8 @@ Studio. Prints wall time and peak RSS per stage and writes them to a JSON file (
   python benchmarks/bench_sdxl_rehearsal.py [--workdir DIR] [--standin .rorem/sdxl-standin] [--out FILE]
 
 Builds the stand-in first when it is missing (scripts/build_sdxl_standin.py, ~2 min, ~10 GiB).
-Needs ~15 GiB free memory (one full-size UNet in fp32 at a time) and ~65 GB of disk (checked first). How the figures
+Needs ~17 GiB free memory (train_rl: a full-size UNet + the discriminator's encoder, fp32) and ~8 GB of
+disk (checked first; the round measured 3.9 GB: workspace + DVC cache + local remote). How the figures
 are taken: tests/helpers/sdxl_round.py.
 """
 
@@ -28,8 +29,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 # before LoRA stacks: workspace, DVC cache and the local remote each held two fused 10.3 GB UNets
-# (~65 GB); with stacks every LoRA stage stores only its adapter (docs/sdxl.md has the measured round)
-NEED_GB = 20
+# (~65 GB); with stacks every LoRA stage stores only its adapter: 3 x 1.3 GB measured (docs/sdxl.md)
+NEED_GB = 8
 
 
 def main() -> None:
