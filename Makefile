@@ -44,7 +44,7 @@ clean-scratch:
 
 # The SDXL preset rehearsed on CPU (docs/sdxl.md): builds the full-size SDXL-inpainting stand-in (random
 # weights) if missing, then one whole `rorem round --annotators simulated` with params.sdxl-rehearsal.yaml in
-# a scratch copy of the project; prints wall time and peak RSS per stage. Needs ~15 GiB RAM, ~65 GB disk.
+# a scratch copy of the project; prints wall time, peak RSS per stage and the disk the round takes. Needs ~17 GiB RAM, ~4 GB disk.
 .PHONY: rehearsal
 rehearsal: env env-ls
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 WANDB_MODE=disabled $(VENV)/bin/python benchmarks/bench_sdxl_rehearsal.py --out .rorem/bench_sdxl_rehearsal.json

@@ -6,7 +6,8 @@ Studio. Prints wall time and peak RSS per stage and writes them to a JSON file (
   python benchmarks/bench_sdxl_rehearsal.py [--workdir DIR] [--standin .rorem/sdxl-standin] [--out FILE]
 
 Builds the stand-in first when it is missing (scripts/build_sdxl_standin.py, ~2 min, ~10 GiB).
-Needs ~15 GiB free memory (one full-size UNet in fp32 at a time) and ~65 GB of disk (checked first). How the figures
+Needs ~17 GiB free memory (train_rl: a full-size UNet + the discriminator's encoder, fp32) and ~8 GB of
+disk (checked first; the round measured 3.9 GB: workspace + DVC cache + local remote). How the figures
 are taken: tests/helpers/sdxl_round.py.
 """
 
@@ -27,8 +28,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-# measured: workspace 21 GB + DVC cache 21 GB + local remote 21 GB (two fused 10.3 GB UNets each) + data
-NEED_GB = 65
+# before LoRA stacks: workspace, DVC cache and the local remote each held two fused 10.3 GB UNets
+# (~65 GB); with stacks every LoRA stage stores only its adapter: 3 x 1.3 GB measured (docs/sdxl.md)
+NEED_GB = 8
 
 
 def main() -> None:
@@ -50,9 +52,8 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(base).free / 1e9
     if free < NEED_GB:
-        raise SystemExit(f"{base}: {free:.0f} GB free, the round needs ~{NEED_GB} GB (docs/sdxl.md: DVC keeps the "
-                         "two fused full-size UNets in the workspace, its cache and the remote); pass --workdir "
-                         "on a bigger disk")
+        raise SystemExit(f"{base}: {free:.0f} GB free, the round needs ~{NEED_GB} GB (docs/sdxl.md: the "
+                         "workspace, DVC's cache and the remote); pass --workdir on a bigger disk")
     params = yaml.safe_load((REPO / "params.sdxl-rehearsal.yaml").read_text())
     params["base"]["wandb_mode"] = "disabled"
     scratch_project(root, params, {params["bootstrap"]["sdxl_pretrained"]: a.standin})
@@ -63,6 +64,7 @@ def main() -> None:
     if res["gate_s"] is not None:
         print(f"human gate (simulated, Label Studio) {res['gate_s']:.1f} s; versioning {res['versioning_s']:.1f} s")
     print(f"round wall time {res['round_wall_s']:.1f} s (stand-in build {build_s:.1f} s); report: {res['report']}")
+    print("disk after the round, GB: " + ", ".join(f"{k} {v:.2f}" for k, v in res["disk_gb"].items()))
     out = a.out or base / "bench_sdxl_rehearsal.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**res, "standin_build_s": round(build_s, 1), "project": str(root),

@@ -55,6 +55,16 @@ METRICS: dict[str, str] = {
     **{name: f"results/{name}/round-{{n}}/metrics.json" for name in ("evaluate", "evaluate_dpo", "evaluate_lcm",
                                                                      "evaluate_rl")},
 }
+# A LoRA model stores only its own adapter; its rorem_model.json names the adapters it was trained on
+# (rorem_core/models/loading.py), which live in these other outputs of the same round. A stage that
+# reads the model must list them as DVC deps too (tests/core/test_contract.py checks dvc.yaml), so DVC
+# checks them out and sees a change under the adapter. (A LoRA remover trained on the previous round's
+# LoRA remover stacks across rounds; that chain is the remover's ``init`` dep, one round back.)
+MODEL_STACK: dict[str, tuple[str, ...]] = {
+    "models/dpo/round-{n}": ("models/remover/round-{n}",),
+    "models/lcm/round-{n}": ("models/dpo/round-{n}", "models/remover/round-{n}"),
+    "models/rl/round-{n}": ("models/remover/round-{n}",),
+}
 BOOTSTRAP_OUTS = ("models/base", "data/seed", "data/test", "data/pools", "data/hidden", "data/labels/round-0",
                   "models/discriminator/round-0")
 BOOTSTRAP_METRICS = "results/bootstrap/metrics.json"

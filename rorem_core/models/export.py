@@ -1,7 +1,7 @@
 """``rorem export --round N --model sft|dpo|lcm OUT``: a self-contained diffusers folder.
 
 A round's remover dir holds only its UNet or LoRA and points at the base (models/loading.py). The
-export resolves that: every part (UNet with any LoRA **fused**, VAE, both text encoders and
+export resolves that: every part (UNet with its whole LoRA stack **fused**, VAE, both text encoders and
 tokenizers, scheduler) is written into OUT by ``StableDiffusionXLInpaintPipeline.save_pretrained``,
 so ``AutoPipelineForInpainting.from_pretrained(OUT)`` loads it offline with nothing else. The 4-step
 model gets ``LCMScheduler`` (RORem-4S: 4 steps, guidance 1, strength 0.99). The tiny preset's analytic
@@ -22,7 +22,7 @@ from typing import Any
 
 from rorem_core.contract import RoundPaths
 from rorem_core.io import atomic_dir, write_json_atomic, write_text_atomic
-from rorem_core.models.loading import load_scheduler_config, load_unet, load_vae, resolve_ref
+from rorem_core.models.loading import load_scheduler_config, load_unet_fused, load_vae, resolve_ref
 
 KINDS = ("sft", "dpo", "lcm")
 EVAL_STAGE = {"sft": "evaluate", "dpo": "evaluate_dpo", "lcm": "evaluate_lcm"}
@@ -41,10 +41,7 @@ def build_pipeline(ref: Path, kind: str):
     from diffusers import StableDiffusionXLInpaintPipeline
 
     r = resolve_ref(ref)
-    unet = load_unet(ref)
-    if r.lora:
-        unet.fuse_lora()
-        unet.unload_lora()        # keep the fused weights, drop the adapter layers: a plain UNet
+    unet = load_unet_fused(ref)   # the whole adapter stack fused in, adapter layers dropped: a plain UNet
     # the VAE passed in: diffusers refuses to import a custom class (the tiny analytic autoencoder) by name
     pipe = StableDiffusionXLInpaintPipeline.from_pretrained(r.base, unet=unet, vae=load_vae(ref))
     sched_cls = getattr(diffusers, SAMPLER[kind]["scheduler"])

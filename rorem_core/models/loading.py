@@ -1,10 +1,17 @@
 """Load remover parts from a model dir (diffusers layout) or a hub id, for both presets.
 
 A *model ref* is either a full diffusers dir / hub id (``model_index.json`` + subfolders), or a
-remover dir written by training: ``rorem_model.json`` = ``{"base": <ref>, "unet": "unet"|null,
-"lora": "lora"|null}``. Round N's remover therefore stores only its UNet (or LoRA) and points at
-the base for the VAE, text encoders and scheduler, as RORem's ``--pretrained_unet`` does; the
-base's multi-GB frozen parts are never copied per round.
+remover dir written by training: ``rorem_model.json`` = ``{"base": <parent ref>, "unet": "unet"|null,
+"loras": [adapter dirs, in order]}``. Round N's remover therefore stores only its UNet (or LoRA) and
+points at the base for the VAE, text encoders and scheduler, as RORem's ``--pretrained_unet`` does;
+the base's multi-GB frozen parts are never copied per round.
+
+A LoRA trained on a remover that is itself base + adapters (DPO on a LoRA remover, distillation on the
+DPO remover, RL) stores only its own adapter: its ``loras`` names the parent's stack and then its own
+dir. Loading fuses the stack in order, in fp32, exactly as the training stage fused its parent before
+adding its adapter, so the weights equal the fused UNet that stages used to write (10.3 GB per stage
+at SDXL size, docs/sdxl.md). Refs written before stacks (``"lora": dir``) still load: that one adapter
+on the ref's UNet (or on the parent's UNet when ``unet`` is null).
 """
 
 from __future__ import annotations
@@ -30,7 +37,13 @@ class ModelRef:
     base: str
     unet: str          # dir (or hub id + subfolder "unet") of the UNet weights
     unet_subfolder: str | None
-    lora: str | None   # dir holding pytorch_lora_weights.safetensors, or None
+    # dirs holding pytorch_lora_weights.safetensors, applied in order over the UNet; () = plain UNet
+    loras: tuple[str, ...] = ()
+
+    @property
+    def lora(self) -> str | None:
+        """The top adapter (the one the ref's own stage trained), or None."""
+        return self.loras[-1] if self.loras else None
 
 
 def resolve_ref(ref: str | Path) -> ModelRef:
@@ -38,14 +51,25 @@ def resolve_ref(ref: str | Path) -> ModelRef:
     p = Path(ref)
     if (p / REF_FILE).is_file():
         meta = json.loads((p / REF_FILE).read_text())
-        base_ref = resolve_ref(_rel(p, meta["base"]))
-        unet = unet_location(_rel(p, meta["unet"])) if meta.get("unet") else (base_ref.unet, base_ref.unet_subfolder)
-        lora = _rel(p, meta["lora"]) if meta.get("lora") else base_ref.lora
-        return ModelRef(base=base_ref.base, unet=unet[0], unet_subfolder=unet[1], lora=lora)
+        parent = resolve_ref(_rel(p, meta["base"]))
+        own_unet = bool(meta.get("unet"))
+        unet = unet_location(_rel(p, meta["unet"])) if own_unet else (parent.unet, parent.unet_subfolder)
+        if "loras" in meta:
+            # adapters are always local dirs: resolved even when missing, so the check below and
+            # load_unet's "missing" error compare and name real paths
+            loras = tuple(str((p / d).resolve()) for d in meta["loras"])
+            inherited = () if own_unet else parent.loras
+            if loras[:len(inherited)] != inherited:
+                raise ModelFolderError(f"{p / REF_FILE}: its loras {meta['loras']} do not start with the stack of "
+                                       f"its base {meta['base']} ({list(inherited)}): the base was retrained "
+                                       "after this model; rerun the stage that wrote it")
+        else:   # written before stacks: one adapter on this UNet, or the parent's adapter inherited
+            loras = (str((p / meta["lora"]).resolve()),) if meta.get("lora") else () if own_unet else parent.loras
+        return ModelRef(base=parent.base, unet=unet[0], unet_subfolder=unet[1], loras=loras)
     if p.exists() and not (p / "model_index.json").is_file() and not (p / "unet").is_dir():
         raise FileNotFoundError(f"{p}: not a model dir (no model_index.json, unet/ or {REF_FILE}); "
                                 "run the bootstrap stage or point to a diffusers SDXL-inpainting dir")
-    return ModelRef(base=str(ref), unet=str(ref), unet_subfolder="unet", lora=None)
+    return ModelRef(base=str(ref), unet=str(ref), unet_subfolder="unet")
 
 
 def unet_location(ref: str) -> tuple[str, str | None]:
@@ -68,23 +92,61 @@ def _rel(base_dir: Path, target: str) -> str:
 
 
 def write_ref(out_dir: str | Path, base: str | Path, *, unet: str | None, lora: str | None) -> None:
-    """Write ``rorem_model.json``; a local base is stored relative to ``out_dir`` (clones move)."""
+    """Write ``rorem_model.json`` for a model trained from ``base``: its own ``unet`` (a full fine-tune)
+    or the base's UNet, and its own ``lora`` stacked on the base's adapters (none under an own UNet).
+    Local paths are stored relative to ``out_dir`` (clones move; ``out_dir`` may be the atomic temp
+    dir next to the final one: same depth, same relative paths)."""
     import os
 
     from rorem_core.io import write_json_atomic
 
-    out = Path(out_dir)
-    base_s = os.path.relpath(Path(base).resolve(), out.resolve()) if Path(base).exists() else str(base)
-    write_json_atomic(out / REF_FILE, {"base": base_s, "unet": unet, "lora": lora})
+    out = Path(out_dir).resolve()
+
+    def rel(target: str | Path) -> str:
+        return os.path.relpath(Path(target).resolve(), out) if Path(target).exists() else str(target)
+
+    inherited = [] if unet else [rel(d) for d in resolve_ref(base).loras]
+    write_json_atomic(out / REF_FILE, {"base": rel(base), "unet": unet, "loras": inherited + ([lora] if lora else [])})
 
 
 def load_unet(ref: str | Path, *, dtype: torch.dtype = torch.float32, with_lora: bool = True):
-    """The 9-channel inpainting UNet (plus its LoRA adapter when the ref has one). A local folder is
-    checked first (config, 9 input channels, every weight's shape: ``check_unet_folder``), so a wrong
-    folder fails in a second with the file named, not after reading gigabytes."""
+    """The 9-channel inpainting UNet with the ref's adapter stack: every adapter under the top one
+    fused (in fp32, as the stage that trained the next one fused it, then cast to ``dtype``), the top
+    one loaded as peft adapter ``default`` (callers fuse it or train under it). ``with_lora=False``:
+    the UNet under the top adapter. A local folder is checked first (config, 9 input channels, every
+    weight's shape: ``check_unet_folder``), so a wrong folder fails in a second with the file named."""
+    r = resolve_ref(ref)
+    stack = r.loras if with_lora else r.loras[:-1]
+    lower, top = (stack[:-1], stack[-1:]) if with_lora else (stack, ())
+    for d in stack:
+        if not Path(d).is_dir():
+            raise ModelFolderError(f"{Path(ref) / REF_FILE}: names the LoRA dir {d}, which is missing; check out "
+                                   "the stage output that holds it (`dvc checkout` / `dvc pull`) or rerun that stage")
+    unet = _load_plain_unet(r, torch.float32 if lower else dtype)
+    for d in lower:
+        load_lora_into(unet, d)
+        unet.fuse_lora()
+        unet.unload_lora()   # keep the fused weights, drop the adapter layers before the next one
+    if lower and dtype != torch.float32:
+        unet = unet.to(dtype)
+    if top:
+        load_lora_into(unet, top[0])
+    return unet
+
+
+def load_unet_fused(ref: str | Path, *, dtype: torch.dtype = torch.float32):
+    """The ref's UNet with its whole adapter stack fused in: a plain UNet (no peft layers) that
+    computes what the ref's model computes; what a LoRA stage trains its own adapter on."""
+    unet = load_unet(ref, dtype=dtype)
+    if resolve_ref(ref).loras:
+        unet.fuse_lora()
+        unet.unload_lora()
+    return unet
+
+
+def _load_plain_unet(r: ModelRef, dtype: torch.dtype):
     from diffusers import UNet2DConditionModel
 
-    r = resolve_ref(ref)
     kw = {"subfolder": r.unet_subfolder} if r.unet_subfolder else {}
     folder = Path(r.unet) / (r.unet_subfolder or "")
     if folder.is_dir():
@@ -108,8 +170,6 @@ def load_unet(ref: str | Path, *, dtype: torch.dtype = torch.float32, with_lora:
     if unet.config.in_channels != 9:
         raise ValueError(f"{r.unet}: UNet has in_channels={unet.config.in_channels}; an inpainting "
                          "remover needs 9 (noisy latent 4 + mask 1 + masked-image latent 4)")
-    if with_lora and r.lora:
-        load_lora_into(unet, r.lora)
     return unet
 
 

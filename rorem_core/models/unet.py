@@ -61,37 +61,3 @@ def save_lora(unet, out_dir: Path) -> None:
 
     StableDiffusionXLPipeline.save_lora_weights(str(out_dir), unet_lora_layers=get_peft_model_state_dict(unet),
                                                 safe_serialization=True)
-
-
-def save_unet_without_lora(unet, folder: Path, shard_bytes: int = 2 * 2**30) -> None:
-    """Save ``unet``'s own weights, without its LoRA adapter, in diffusers' layout (config.json +
-    ``diffusion_pytorch_model[-0000k-of-0000n].safetensors`` + index), read by ``from_pretrained``.
-
-    Why not ``load_unet(...).save_pretrained``: that holds a second copy of the UNet (10.4 GB for SDXL in
-    fp32) next to the one being trained. Here peft's ``<module>.base_layer.weight`` is the original
-    weight, written under its plain name, in shards of ``shard_bytes`` so serialising adds one shard."""
-    import json
-
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    unet.save_config(folder)
-    sd = {k.replace(".base_layer", ""): v for k, v in unet.state_dict().items() if "lora_" not in k}
-    shards, cur, size = [], {}, 0
-    for k, v in sd.items():
-        if cur and size + v.nbytes > shard_bytes:
-            shards.append(cur)
-            cur, size = {}, 0
-        cur[k], size = v, size + v.nbytes
-    shards.append(cur)
-    name = "diffusion_pytorch_model.safetensors"
-    if len(shards) == 1:
-        save_file({k: v.detach().contiguous().cpu() for k, v in shards[0].items()}, str(folder / name), {"format": "pt"})
-        return
-    weight_map = {}
-    for i, shard in enumerate(shards, 1):
-        fname = f"diffusion_pytorch_model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file({k: v.detach().contiguous().cpu() for k, v in shard.items()}, str(folder / fname), {"format": "pt"})
-        weight_map.update(dict.fromkeys(shard, fname))
-    (folder / f"{name}.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": sum(v.nbytes for v in sd.values())}, "weight_map": weight_map}, indent=1))

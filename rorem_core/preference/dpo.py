@@ -31,8 +31,8 @@ from rorem_core.config import TrainDPOConfig
 from rorem_core.data.augment import dihedral
 from rorem_core.io import write_json_atomic
 from rorem_core.models.conditioning import PromptEmbeds
-from rorem_core.models.loading import load_unet, resolve_ref, write_ref
-from rorem_core.models.unet import add_lora, save_lora, save_unet_without_lora, unet_forward
+from rorem_core.models.loading import load_unet_fused, resolve_ref, write_ref
+from rorem_core.models.unet import add_lora, save_lora, unet_forward
 from rorem_core.preference import lcm
 from rorem_core.preference.pairs import load_pair_batch
 from rorem_core.training.losses import get_loss, per_sample_error
@@ -179,14 +179,12 @@ def load_policy_unet(init_ref: str | Path, rank: int, targets: Sequence[str], *,
                      dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[torch.nn.Module, list, bool]:
     """(unet with a fresh identity LoRA, its trainable parameters, whether an init LoRA was fused).
 
-    A remover that already is a LoRA (e.g. a DPO output used as a distillation teacher) has that
-    LoRA fused into the UNet first, so "adapters disabled" is exactly the init remover.
+    A remover that already is a LoRA stack (e.g. a DPO output used as a distillation teacher) has
+    its stack fused into the UNet first, so "adapters disabled" is exactly the init remover; the
+    saved remover stores only the new adapter and names that stack (``save_lora_remover``).
     """
-    unet = load_unet(init_ref, dtype=dtype)
-    fused = resolve_ref(init_ref).lora is not None
-    if fused:
-        unet.fuse_lora()
-        unet.unload_lora()
+    unet = load_unet_fused(init_ref, dtype=dtype)
+    fused = bool(resolve_ref(init_ref).loras)
     return unet, add_lora(unet, rank, list(targets), seed=seed), fused
 
 
@@ -197,7 +195,6 @@ class LoraPolicy:
 
     unet: torch.nn.Module
     trainable: list
-    fused: bool          # the init remover was itself a LoRA, fused into the UNet first
     acc: object
     device: torch.device
     work: Path
@@ -209,14 +206,14 @@ class LoraPolicy:
         from rorem_core.models.loading import configure_attention
         from rorem_core.training.trainer import make_accelerator
 
-        unet, trainable, fused = load_policy_unet(init_ref, cfg.lora_rank, cfg.lora_targets, seed=cfg.base.seed)
+        unet, trainable, _ = load_policy_unet(init_ref, cfg.lora_rank, cfg.lora_targets, seed=cfg.base.seed)
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         configure_attention(unet, xformers={"auto": "auto", "on": True, "off": False}[cfg.xformers])
         work = Path(cfg.base.work_dir) / run_name.replace("/", "_") / config_hash(cfg, str(init_ref), *key_parts)[:16]
         acc = make_accelerator(cfg.base, cfg, work)
         device = acc.device   # base.device, resolved by make_accelerator
-        return cls(unet.to(device), trainable, fused, acc, device, work, run_name)
+        return cls(unet.to(device), trainable, acc, device, work, run_name)
 
 
 def history_tail(history: list[dict], n: int = 10) -> dict[str, float]:
@@ -224,11 +221,11 @@ def history_tail(history: list[dict], n: int = 10) -> dict[str, float]:
     return mean_dicts(history[-n:])
 
 
-def save_lora_remover(unet, init_ref: str | Path, out_dir: Path, fused: bool, summary: dict) -> None:
+def save_lora_remover(unet, init_ref: str | Path, out_dir: Path, summary: dict) -> None:
     """Write a remover dir into ``out_dir`` (already a temp dir): ``lora/pytorch_lora_weights.safetensors``
-    (diffusers format) + ``rorem_model.json`` (+ ``unet/`` holding the fused init when ``fused``)."""
+    (diffusers format) + ``rorem_model.json`` naming the init's adapter stack + this adapter. No UNet
+    weights: a LoRA init is re-fused from its stack at load (loading.py), not stored again (a fused
+    SDXL UNet is 10.3 GB per stage and per DVC copy)."""
     save_lora(unet, out_dir / "lora")
-    if fused:   # the fused init is the UNet under the new adapter: written from memory, no second copy
-        save_unet_without_lora(unet, out_dir / "unet")
-    write_ref(out_dir, init_ref, unet="unet" if fused else None, lora="lora")
+    write_ref(out_dir, init_ref, unet=None, lora="lora")
     write_json_atomic(out_dir / "train_summary.json", summary)

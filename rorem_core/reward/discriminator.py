@@ -34,7 +34,7 @@ from torch import nn
 from rorem_core.config.presets import ATTN_TARGETS
 from rorem_core.io import atomic_path, load_torch_state, write_json_atomic
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
-from rorem_core.models.loading import check_local_weights, load_unet, resolve_ref
+from rorem_core.models.loading import check_local_weights, load_unet_fused, resolve_ref
 from rorem_core.training.losses import DISCRIMINATOR_SCORES
 
 INFO_FILE = "discriminator.json"
@@ -175,11 +175,8 @@ def strip_decoder(unet) -> None:
 
 
 def load_encoder(ref: str | Path, dtype: torch.dtype = torch.float32):
-    """The init UNet (base or remover; a LoRA remover's adapter is fused in), up blocks dropped."""
-    unet = load_unet(ref, dtype=dtype)
-    if resolve_ref(ref).lora:
-        unet.fuse_lora()
-        unet.unload_lora()
+    """The init UNet (base or remover; a LoRA remover's adapters are fused in), up blocks dropped."""
+    unet = load_unet_fused(ref, dtype=dtype)
     strip_decoder(unet)
     unet.requires_grad_(False)
     return unet

@@ -66,8 +66,11 @@ class DiscriminatorReward:
                              "train_rl.reward: oracle on synthetic data")
         remover_base = resolve_ref(remover).base
         info = read_info(path, base=remover_base, resolution=resolution)
-        if not same_base(info.base, remover_base):
-            raise ValueError(f"train_rl: the reward model {path} was trained on base {info.base!r} but the remover "
+        # compared where the VAE comes from: the discriminator's init may itself be a ref (the SDXL
+        # preset's models/base = the inpainting pipeline + bootstrap.sdxl_unet), the remover's base is resolved
+        disc_base = resolve_ref(info.base).base
+        if not same_base(disc_base, remover_base):
+            raise ValueError(f"train_rl: the reward model {path} was trained on base {disc_base!r} but the remover "
                              f"{remover} is built on {remover_base!r}; its scores mean nothing on this remover's "
                              "latents. Pass the discriminator trained for this base (train_discriminator --init "
                              "<the same base>), or set train_rl.reward: oracle")

@@ -179,7 +179,10 @@ def trajectory_bytes(rollout: dict) -> int:
 
 @torch.no_grad()
 def heldout_rewards(unet, smp: Sampling, inputs: Inputs, rows: Sequence[int], reward: RewardModel, seed: int) -> torch.Tensor:
-    """One sample per held-out input with FIXED seeds (paired across evaluations) -> rewards [n]."""
+    """One sample per held-out input with FIXED seeds (paired across evaluations) -> rewards [n]
+    ([0] for no held-out input: a small pool, e.g. the SDXL rehearsal's 4 inputs at fraction 0.1)."""
+    if not rows:
+        return torch.zeros(0)
     seeds = [row_seed(seed, 3, i) for i in rows]
     _, _, imgs = smp.sample(unet, inputs, rows, seeds)
     idx = torch.as_tensor(list(rows))

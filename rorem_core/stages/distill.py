@@ -73,7 +73,7 @@ def run(cfg: DistillConfig, teacher: Path, out_dir: Path, *, train: Sequence[Pat
                         first_loss=result.first_loss, last_loss=result.last_loss, train_last=last)
     if pol.acc.is_main_process:
         with atomic_dir(out_dir) as tmp:
-            save_lora_remover(unet, teacher, tmp, pol.fused, {**res.model_dump(), "losses": result.losses,
+            save_lora_remover(unet, teacher, tmp, {**res.model_dump(), "losses": result.losses,
                                                           "config": cfg.model_dump()})
     return res
 

@@ -80,7 +80,7 @@ def run(cfg: TrainDPOConfig, init: Path, out_dir: Path, *, pairs: Sequence[Path]
                          last_loss=result.last_loss, val_before=before, val_after=after, train_last=last)
     if pol.acc.is_main_process:
         with atomic_dir(out_dir) as tmp:
-            save_lora_remover(unet, init, tmp, pol.fused, {**res.model_dump(), "losses": result.losses,
+            save_lora_remover(unet, init, tmp, {**res.model_dump(), "losses": result.losses,
                                                        "config": cfg.model_dump()})
     return res
 

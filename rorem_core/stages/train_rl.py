@@ -113,7 +113,7 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
         first_loss=result.first_loss, last_loss=result.last_loss)
     if pol.acc.is_main_process:
         with atomic_dir(out_dir) as tmp:
-            save_lora_remover(unet, init, tmp, pol.fused, {**out.model_dump(), "losses": result.losses,
+            save_lora_remover(unet, init, tmp, {**out.model_dump(), "losses": result.losses,
                                                            "history": result.history, "config": cfg.model_dump()})
     return out
 

@@ -21,7 +21,7 @@ from rorem_core.data.latents import latent_cache
 from rorem_core.data.validate import require_valid
 from rorem_core.io import atomic_dir, write_json_atomic
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
-from rorem_core.models.loading import configure_attention, load_scheduler_config, load_unet, write_ref
+from rorem_core.models.loading import configure_attention, load_scheduler_config, load_unet_fused, write_ref
 from rorem_core.models.unet import add_lora, diffusion_target, save_lora, unet_forward
 from rorem_core.training.losses import get_loss
 from rorem_core.training.trainer import TrainResult, run_training
@@ -95,7 +95,10 @@ def train_remover(cfg: TrainRemoverConfig, init_ref: str | Path, train_metas: Se
     del cache  # frees the VAE: only latents are needed from here on
     cond = load_prompt_embeds(init_ref, cfg.base.cache_dir)
     sched = DDPMScheduler.from_config(load_scheduler_config(init_ref))
-    unet = load_unet(init_ref)
+    # a LoRA init (the previous round's LoRA remover) is fused first: a LoRA run trains a new adapter
+    # on it and stores only that adapter (stacked on the init's in rorem_model.json); a full run trains
+    # and stores the fused UNet
+    unet = load_unet_fused(init_ref)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     configure_attention(unet, xformers={"auto": "auto", "on": True, "off": False}[cfg.xformers])

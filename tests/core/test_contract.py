@@ -91,6 +91,25 @@ def test_dvc_yaml_declares_exactly_the_contract(tmp_path):
     assert got == want
 
 
+def test_a_stage_reading_a_lora_model_depends_on_the_models_under_its_adapter(tmp_path):
+    """A DPO / LCM / RL model's ref names adapters in other outputs (models/loading.py): every stage
+    that reads one lists those outputs as deps, for two declared rounds."""
+    proj = dvc_project(tmp_path, "params.yaml")
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["rounds"]["2"] = contract.round_entry(2)
+    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    stages = resolved_stages(proj)
+    checked = set()
+    for name, (_, deps) in stages.items():
+        for n in (1, 2):
+            for model, under in contract.MODEL_STACK.items():
+                if model.format(n=n) in deps:
+                    checked.add(name)
+                    missing = {u.format(n=n) for u in under} - set(deps)
+                    assert not missing, f"{name}: reads {model.format(n=n)} but does not depend on {missing}"
+    assert checked == {f"{s}@{n}" for s in ("distill", "evaluate_dpo", "evaluate_lcm", "evaluate_rl") for n in (1, 2)}
+
+
 def test_round_entries_follow_the_contract():
     declared = parse_rounds(yaml.safe_load((REPO / "params.yaml").read_text())["rounds"])
     for n, spec in declared.items():

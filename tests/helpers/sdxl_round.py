@@ -85,8 +85,10 @@ class RssSampler(threading.Thread):
 def measured_round(root: Path, base: Path) -> dict:
     """Run round 1 in ``root`` (``base`` holds Prefect's home and the DVC remote); per-stage figures.
     A failing round still returns the stages that ran, with the error."""
-    os.environ.update({"ROREM_LABEL_STUDIO_VENV": str(REPO / ".venv-ls"), "PREFECT_HOME": str(base / "prefect"),
-                       "ROREM_LABEL_STUDIO_TEMPLATE": str(REPO / ".rorem/labelstudio-template"),
+    # Label Studio's venv and template: the caller's when set (a git worktree shares its checkout's)
+    os.environ.setdefault("ROREM_LABEL_STUDIO_VENV", str(REPO / ".venv-ls"))
+    os.environ.setdefault("ROREM_LABEL_STUDIO_TEMPLATE", str(REPO / ".rorem/labelstudio-template"))
+    os.environ.update({"PREFECT_HOME": str(base / "prefect"),
                        "ROREM_LABEL_STUDIO_TOKEN": "sdxl-" + secrets.token_hex(8), "WANDB_MODE": "disabled",
                        "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
                        "GIT_COMMITTER_EMAIL": "b@b"})
@@ -116,7 +118,31 @@ def measured_round(root: Path, base: Path) -> dict:
                    "status": s.stages[k] if s else "ran"}
     return {"round_wall_s": round(wall, 1), "stages": rows, "gate_s": s.gate_seconds if s else None,
             "versioning_s": s.versioning_seconds if s else None, "report": s.report if s else None,
-            "error": repr(error) if error else None}
+            "disk_gb": round_disk(root, base / "remote"), "error": repr(error) if error else None}
+
+
+def dir_bytes(path: Path, skip: tuple[str, ...] = ()) -> int:
+    """Bytes of the files under ``path`` (symlinks not followed, each inode once, top-level ``skip`` names left out)."""
+    seen, total = set(), 0
+    for dirpath, dirs, files in os.walk(path):
+        if Path(dirpath) == path:
+            dirs[:] = [d for d in dirs if d not in skip]
+        for f in files:
+            st = os.lstat(os.path.join(dirpath, f))
+            if not os.path.islink(os.path.join(dirpath, f)) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+def round_disk(root: Path, remote: Path) -> dict[str, float]:
+    """GB (1e9 bytes) the round takes: the workspace (outputs, work dirs, caches; the stand-in is a
+    symlink, not counted), DVC's cache and the DVC remote."""
+    gb = 1e9
+    return {"workspace": round(dir_bytes(root, skip=(".dvc", ".git")) / gb, 3),
+            "workspace_rorem": round(dir_bytes(root / ".rorem") / gb, 3),   # of which latent caches + work dirs
+            "dvc_cache": round(dir_bytes(root / ".dvc" / "cache") / gb, 3) if (root / ".dvc" / "cache").is_dir() else 0.0,
+            "dvc_remote": round(dir_bytes(remote) / gb, 3) if remote.is_dir() else 0.0}
 
 
 def format_rows(result: dict) -> str:

@@ -129,7 +129,7 @@ def test_stage_trains_every_lora_parameter_and_writes_a_diffusers_lora(small_mod
     assert res.steps == 2 and res.n_train + res.n_val == 12 and res.n_val > 0
     assert res.val_before["implicit_acc"] == 0.5 and math.isfinite(res.val_after["reward_margin"])
     ref = json.loads((out / "rorem_model.json").read_text())
-    assert ref["lora"] == "lora" and ref["unet"] is None
+    assert ref["loras"] == ["lora"] and ref["unet"] is None
     saved = load_file(str(out / "lora" / "pytorch_lora_weights.safetensors"))
     ups = {k: v for k, v in saved.items() if "lora_B" in k or "lora.up" in k}
     assert ups and all(v.abs().sum() > 0 for v in ups.values()), "a LoRA up-projection did not train"
@@ -141,14 +141,16 @@ def test_stage_trains_every_lora_parameter_and_writes_a_diffusers_lora(small_mod
                           for n, p in theirs.items())
 
 
-def test_kto_stage_from_pairs_and_a_lora_init_is_fused(small_model, small_data, params, tmp_path):
+def test_kto_stage_from_pairs_and_a_lora_init_is_fused_under_the_adapter(small_model, small_data, params, tmp_path):
     p = _stage_params(params, loss="kto", val_fraction=0.0)
     first = tmp_path / "first"
     train_dpo.run(stage_config("train_dpo", p), small_model, first, pairs=[small_data])
-    # a LoRA remover as init: fused into unet/, so "adapters disabled" is exactly that remover
+    # a LoRA remover as init: fused under the new adapter, so "adapters disabled" is exactly that
+    # remover; the output stores only its adapter, stacked on the init's (tests/preference/test_lora_stack.py)
     second = tmp_path / "second"
     res = train_dpo.run(stage_config("train_dpo", _stage_params(params)), first, second, pairs=[small_data])
-    assert res.loss == "dpo" and json.loads((second / "rorem_model.json").read_text())["unet"] == "unet"
+    ref = json.loads((second / "rorem_model.json").read_text())
+    assert res.loss == "dpo" and ref["unet"] is None and ref["loras"] == ["../first/lora", "lora"]
     init, fused, _ = load_unet(first), *load_policy_unet(first, 2, ["to_q"])[:1], None
     fused.disable_adapters()
     x = torch.randn(1, 9, 8, 8)

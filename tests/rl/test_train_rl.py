@@ -181,6 +181,33 @@ def test_empty_pool_and_foreign_reward_model_are_refused_before_any_rollout(rl_m
     assert not (tmp_path / "out").exists()
 
 
+def test_a_discriminator_on_a_base_ref_rewards_a_remover_on_that_base(rl_model, tmp_path):
+    """The SDXL preset's models/base is a ref (pipeline + bootstrap.sdxl_unet), not the pipeline folder:
+    a discriminator trained on it and a remover on it share the base (found by the full-size rehearsal)."""
+    from rorem_core.models.loading import write_ref
+    from rorem_core.reward.discriminator import DiscriminatorInfo, build_discriminator, save_discriminator
+    from rorem_core.rl.rewards import DiscriminatorReward
+
+    base = tmp_path / "models" / "base"
+    base.mkdir(parents=True)
+    write_ref(base, rl_model, unet=str(rl_model / "unet"), lora=None)
+    disc = build_discriminator(base, cache_dir=tmp_path / "cache", info=DiscriminatorInfo(base=str(base), mode="full",
+                                                                                         resolution=32))
+    save_discriminator(disc, tmp_path / "models" / "disc", base)
+    remover = _lora_remover(base, tmp_path / "models" / "remover")
+    reward = DiscriminatorReward.load(tmp_path / "models" / "disc", remover=remover, cache_dir=str(tmp_path / "cache"),
+                                      resolution=32, device="cpu")
+    scores = reward(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 32, 32), torch.ones(2, 1, 32, 32), ["a", "b"])
+    assert torch.as_tensor(scores).isfinite().all()
+
+
+def test_a_pool_too_small_for_a_heldout_input_trains_and_reports_none(rl_model, rl_data, tmp_path):
+    """heldout_fraction * pool rounds to 0 (the SDXL rehearsal: 4 inputs x 0.1): no held-out metric, no crash."""
+    res = _run(tmp_path, rl_model, rl_data, heldout_fraction=0.02, steps=2)
+    assert res.steps == 2 and res.n_heldout == 0 and res.heldout_reward["n"] == 0
+    assert (tmp_path / "out" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
 def test_disabled_stage_writes_a_skipped_marker(rl_model, rl_data, tmp_path):
     res = _run(tmp_path, rl_model, rl_data, enabled=False)
     assert not res.enabled and json.loads((tmp_path / "out" / train_rl.SKIPPED).read_text())
@@ -245,3 +272,41 @@ def _flat(d: dict, prefix: str = "") -> dict:
         elif v is not None and not isinstance(v, str):
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _lora_remover(base: Path, out: Path) -> Path:
+    """A LoRA remover on ``base`` whose adapter is not the identity (B perturbed from a fixed seed)."""
+    from rorem_core.models.loading import load_unet, write_ref
+    from rorem_core.models.unet import add_lora, save_lora
+
+    unet = load_unet(base)
+    add_lora(unet, 4, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for n, p in unet.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    out.mkdir(parents=True)
+    save_lora(unet, out / "lora")
+    write_ref(out, base, unet=None, lora="lora")
+    return out
+
+
+def test_rl_on_a_lora_remover_stores_only_its_adapter_and_checkpoints_no_base(rl_model, rl_data, tmp_path):
+    from safetensors import safe_open
+
+    init = _lora_remover(rl_model, tmp_path / "models" / "remover")
+    cfg = _cfg(tmp_path, steps=3)      # checkpoint_every 2: checkpoint-2 is kept (the last step saves none)
+    train_rl.run(cfg, init, rl_data / "pools" / "round-1", tmp_path / "models" / "rl",
+                 hidden=rl_data / "hidden" / "round-1", test=rl_data / "test")
+    out = tmp_path / "models" / "rl"
+    files = sorted(f.relative_to(out).as_posix() for f in out.rglob("*") if f.is_file())
+    assert files == ["lora/pytorch_lora_weights.safetensors", "rorem_model.json", "train_summary.json"]
+    assert json.loads((out / "rorem_model.json").read_text())["loras"] == ["../remover/lora", "lora"]
+    unet_bytes = sum(f.stat().st_size for f in (rl_model / "unet").glob("*.safetensors"))
+    ckpt = next((tmp_path / "work").rglob("checkpoint-2"))
+    for d in (out, ckpt):
+        for f in d.rglob("*.safetensors"):
+            with safe_open(str(f), framework="pt") as h:
+                assert all(".lora_A." in k or ".lora_B." in k for k in h.keys()), f
+        assert sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) < unet_bytes, d

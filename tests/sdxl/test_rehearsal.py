@@ -52,7 +52,7 @@ def project(tmp_path_factory):
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     stage(root, "bootstrap", "--model-out", "models/base", "--data-root", "data", "--metrics", "results/bootstrap.json")
     yield root
-    shutil.rmtree(root, ignore_errors=True)   # ~20 GB: two fused full-size UNets (DPO, distillation)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _summary(path: Path) -> dict:
@@ -144,11 +144,25 @@ def test_dpo_and_distillation_take_a_step(project):
           "--out", "models/dpo/round-1", "--metrics", "results/train_dpo.json")
     dpo = _summary(project / "results/train_dpo.json")
     assert dpo["steps"] == 1 and np.isfinite(dpo["last_loss"])
-    # the round-1 remover is a LoRA: DPO fused it and wrote the fused UNet, read back by the next stage
-    assert (project / "models/dpo/round-1/unet/config.json").is_file()
+    # the round-1 remover is a LoRA: DPO trained on it fused, but stores only its own adapter and a
+    # ref naming the remover's adapter under it (no 10.3 GB fused UNet per stage)
+    _only_an_adapter(project / "models/dpo/round-1", ["../../remover/round-1/lora", "lora"])
     stage(project, "distill", "--round", "1", "--teacher", "models/dpo/round-1", "--train", "data/seed",
           "--candidates", "data/auto/round-1/candidates.json", "--out", "models/lcm/round-1",
           "--metrics", "results/distill.json")
     d = _summary(project / "results/distill.json")
     assert d["steps"] == 1 and np.isfinite(d["last_loss"])
-    assert (project / "models/lcm/round-1/lora/pytorch_lora_weights.safetensors").is_file()
+    _only_an_adapter(project / "models/lcm/round-1",
+                     ["../../remover/round-1/lora", "../../dpo/round-1/lora", "lora"])
+
+
+def _only_an_adapter(model: Path, stack: list[str]) -> None:
+    from safetensors import safe_open
+
+    files = sorted(f.relative_to(model).as_posix() for f in model.rglob("*") if f.is_file())
+    assert files == ["lora/pytorch_lora_weights.safetensors", "rorem_model.json", "train_summary.json"], files
+    with safe_open(str(model / files[0]), framework="pt") as h:
+        assert all(".lora_A." in k or ".lora_B." in k for k in h.keys())
+    unet_fp32 = 2_567_478_084 * 4
+    assert (model / files[0]).stat().st_size < unet_fp32 / 4
+    assert _summary(model / "rorem_model.json")["loras"] == stack
