@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from safetensors.torch import load_file
 
 from annotation.client import LabelStudioError
 from annotation.config import AnnotationConfig
 from annotation.push import push_round
+from tests.helpers.kill import kill_after_first_checkpoint, max_weight_diff
 
 
 class Killed(BaseException):
@@ -233,10 +232,6 @@ def _flat(d: dict, prefix: str = "", drop: set = frozenset()) -> dict:
     return out
 
 
-def _weights(out: Path) -> dict[str, torch.Tensor]:
-    return {f"{p.relative_to(out)}:{k}": v for p in sorted(out.rglob("*.safetensors")) for k, v in load_file(p).items()}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_sigkill_during_training_then_rerun_matches_an_uninterrupted_run(stage, stage_data, tiny_model, tmp_path):
@@ -244,23 +239,13 @@ def test_sigkill_during_training_then_rerun_matches_an_uninterrupted_run(stage, 
     ref.mkdir(), killed.mkdir()
     _run(_cmd(stage, ref, stage_data, tiny_model))
 
-    proc = subprocess.Popen(_cmd(stage, killed, stage_data, tiny_model), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not list((killed / "work").glob("**/checkpoints/checkpoint-*")):
-        assert proc.poll() is None, "the stage ended before its first checkpoint; raise steps"
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(_cmd(stage, killed, stage_data, tiny_model), killed / "work", ENV)
     assert not (killed / "out").exists(), "a killed stage must not leave a finished-looking output"
 
     _run(_cmd(stage, killed, stage_data, tiny_model))
     metrics = json.loads((killed / "metrics.json").read_text())
     assert metrics["resumed_from"] >= 2 and metrics["resumed_from"] % 2 == 0, "it resumed, not restarted"
-    a, b = _weights(ref / "out"), _weights(killed / "out")
-    assert a.keys() == b.keys() and a
-    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    worst = max_weight_diff(ref / "out", killed / "out")
     assert worst < 1e-6, f"{stage}: resumed weights differ from the uninterrupted run by {worst}"
     # the loss and metric history travels in the checkpoints: the reported metrics match too
     got, want = (_flat(m, drop={"resumed_from", "out_dir"}) for m in (metrics, json.loads((ref / "metrics.json").read_text())))

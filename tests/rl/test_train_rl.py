@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from rorem_core.config import ConfigError, stage_config
 from rorem_core.stages import train_rl
+from tests.helpers.kill import kill_after_first_checkpoint, max_weight_diff
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
@@ -229,34 +227,20 @@ def _cmd(tmp: Path, model: Path, data: Path) -> list[str]:
             "--test", str(data / "test"), "--out", str(tmp / "out"), "--metrics", str(tmp / "metrics.json")]
 
 
-def _weights(out: Path) -> dict[str, torch.Tensor]:
-    return {f"{p.relative_to(out)}:{k}": v for p in sorted(out.rglob("*.safetensors")) for k, v in load_file(p).items()}
-
-
 @pytest.mark.slow
 def test_sigkill_during_train_rl_then_rerun_matches_an_uninterrupted_run(rl_model, rl_data, tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     ref.mkdir(), killed.mkdir()
     r = subprocess.run(_cmd(ref, rl_model, rl_data), env=ENV, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    proc = subprocess.Popen(_cmd(killed, rl_model, rl_data), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    # kill in the middle of a rollout: after checkpoint 2 or later, a rollout spans 3 steps here
-    while not list((killed / "work").glob("**/checkpoints/checkpoint-*")):
-        assert proc.poll() is None, "the stage ended before its first checkpoint; raise steps"
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # killed in the middle of a rollout: after checkpoint 2 or later, a rollout spans 3 steps here
+    kill_after_first_checkpoint(_cmd(killed, rl_model, rl_data), killed / "work", ENV)
     assert not (killed / "out").exists()
     r = subprocess.run(_cmd(killed, rl_model, rl_data), env=ENV, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     got, want = (json.loads((d / "metrics.json").read_text()) for d in (killed, ref))
     assert got["resumed_from"] >= 2
-    a, b = _weights(ref / "out"), _weights(killed / "out")
-    assert a.keys() == b.keys() and a
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    assert max_weight_diff(ref / "out", killed / "out") < 1e-6
     for d in (got, want):
         d.pop("resumed_from"), d.pop("out_dir")
     assert _flat(got) == pytest.approx(_flat(want), abs=1e-6)     # the metric history travels in the checkpoints

@@ -7,15 +7,13 @@ accumulated: the order of the float additions differs)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from safetensors.torch import load_file
 
+from tests.helpers.kill import kill_after_first_checkpoint, max_weight_diff, weights
 from tests.helpers.launch import ENV, launch_cmd
 
 RES = 32
@@ -72,10 +70,6 @@ def _train(tmp: Path, model: Path, data: Path, procs: int, grad_accum: int, stag
     return json.loads((tmp / "out" / "train_summary.json").read_text())
 
 
-def _weights(out: Path) -> dict[str, torch.Tensor]:
-    return {f"{p.relative_to(out)}:{k}": v for p in sorted(out.rglob("*.safetensors")) for k, v in load_file(p).items()}
-
-
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_two_processes_train_like_one_process_with_the_same_global_batch(random_tiny_model, pairs_data, tmp_path,
@@ -86,9 +80,8 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(random_
     curve = lambda m: [loss for _, loss in m["losses"]]       # noqa: E731
     assert len(curve(one)) == 4
     assert curve(two) == pytest.approx(curve(one), abs=TOL)
-    a, b = _weights(tmp_path / "one" / "out"), _weights(tmp_path / "two" / "out")
-    assert a.keys() == b.keys() and a
-    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    a = weights(tmp_path / "one" / "out")
+    worst = max_weight_diff(tmp_path / "one" / "out", tmp_path / "two" / "out")
     assert worst < TOL, f"weights of 1 and 2 processes differ by {worst}"
     moved = max((a[k]).abs().max().item() for k in a if "lora_B" in k or "lora.up" in k)
     assert moved > 0, "the LoRA did not train: the comparison would prove nothing"
@@ -97,23 +90,13 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(random_
 @pytest.mark.multiprocess
 def test_a_two_process_run_killed_after_a_checkpoint_resumes_under_two_processes(random_tiny_model, pairs_data,
                                                                                     tmp_path):
-    import signal
-    import time
-
     model = random_tiny_model(RES)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     r = subprocess.run(_cmd(ref, model, pairs_data, 2, 1, steps=8, checkpoint_every=2), env=ENV, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    proc = subprocess.Popen(_cmd(killed, model, pairs_data, 2, 1, steps=8, checkpoint_every=2), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not list((killed / "work").glob("**/checkpoints/checkpoint-*/train_state.json")):
-        assert proc.poll() is None, "the stage ended before its first checkpoint; raise steps"
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)                  # the launcher and both of its processes
-    proc.wait()
+    kill_after_first_checkpoint(_cmd(killed, model, pairs_data, 2, 1, steps=8, checkpoint_every=2), killed / "work",
+                                ENV)                    # the launcher's process group: torchrun and both processes
     assert not (killed / "out").exists()
     r = subprocess.run(_cmd(killed, model, pairs_data, 2, 1, steps=8, checkpoint_every=2), env=ENV,
                        capture_output=True, text=True, timeout=900)
@@ -122,5 +105,4 @@ def test_a_two_process_run_killed_after_a_checkpoint_resumes_under_two_processes
     assert got["resumed_from"] >= 2 and got["resumed_from"] % 2 == 0
     want = json.loads((ref / "out" / "train_summary.json").read_text())
     assert [x for _, x in got["losses"]] == pytest.approx([x for _, x in want["losses"]], abs=1e-6)
-    a, b = _weights(ref / "out"), _weights(killed / "out")
-    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    assert max_weight_diff(ref / "out", killed / "out") < 1e-6
