@@ -42,6 +42,6 @@ def test_checker_catches_a_violation(tmp_path):
 
 def test_rorem_core_is_split_by_concern():
     """Modules live in subpackages; only the cross-cutting ones stay at the top (launch: every heavy
-    stage's entry point)."""
+    stage's entry point; parallel: the data-parallel sharding that data, reward, rl and stages use)."""
     top = sorted(p.name for p in (REPO / "rorem_core").glob("*.py"))
-    assert top == ["__init__.py", "contract.py", "device.py", "io.py", "launch.py"]
+    assert top == ["__init__.py", "contract.py", "device.py", "io.py", "launch.py", "parallel.py"]
