@@ -14,7 +14,7 @@
   rorem judge LIST.json                 judge removals {source, mask, result, GT}: one JSON line each
   rorem import seed|pool|test PATH [--round N]   bring your own photos + masks (docs/own-data.md)
   rorem remove IMAGE MASK [-o OUT] [--model M]   one-shot removal at full resolution (or two folders)
-  rorem export --round N --model sft|dpo|lcm OUT  a self-contained diffusers folder with a model card
+  rorem export --round N --model sft|dpo|lcm|rl OUT  a self-contained diffusers folder with a model card
   rorem stage NAME [ARGS...]            run one pipeline stage (what dvc.yaml calls)
   rorem labelstudio up|down|status|add-user ...   the local Label Studio service
 """

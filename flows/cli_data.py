@@ -130,7 +130,7 @@ def _export(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="rorem export", description="a round's model as a diffusers folder")
     p.add_argument("out", type=Path, help="new folder: AutoPipelineForInpainting.from_pretrained(OUT) loads it")
     p.add_argument("--round", type=int, required=True)
-    p.add_argument("--model", choices=("sft", "dpo", "lcm"), default="sft")
+    p.add_argument("--model", choices=("sft", "dpo", "lcm", "rl"), default="sft")
     p.add_argument("--root")
     args = p.parse_args(argv)
     from rorem_core.models.export import ExportError, export

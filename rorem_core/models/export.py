@@ -1,4 +1,4 @@
-"""``rorem export --round N --model sft|dpo|lcm OUT``: a self-contained diffusers folder.
+"""``rorem export --round N --model sft|dpo|lcm|rl OUT``: a self-contained diffusers folder.
 
 A round's remover dir holds only its UNet or LoRA and points at the base (models/loading.py). The
 export resolves that: every part (UNet with its whole LoRA stack **fused**, VAE, both text encoders and
@@ -24,11 +24,12 @@ from rorem_core.contract import RoundPaths
 from rorem_core.io import atomic_dir, write_json_atomic, write_text_atomic
 from rorem_core.models.loading import load_scheduler_config, load_unet_fused, load_vae, resolve_ref
 
-KINDS = ("sft", "dpo", "lcm")
-EVAL_STAGE = {"sft": "evaluate", "dpo": "evaluate_dpo", "lcm": "evaluate_lcm"}
-SAMPLER = {"sft": {"scheduler": "EulerDiscreteScheduler", "num_inference_steps": 50, "strength": 0.99},
-           "dpo": {"scheduler": "EulerDiscreteScheduler", "num_inference_steps": 50, "strength": 0.99},
-           "lcm": {"scheduler": "LCMScheduler", "num_inference_steps": 4, "strength": 0.99}}
+KINDS = ("sft", "dpo", "lcm", "rl")
+EVAL_STAGE = {"sft": "evaluate", "dpo": "evaluate_dpo", "lcm": "evaluate_lcm", "rl": "evaluate_rl"}
+_EULER = {"scheduler": "EulerDiscreteScheduler", "num_inference_steps": 50, "strength": 0.99}
+# rl: the online-RL remover is sampled as evaluate_rl samples it (Euler 50), like the SFT and DPO ones
+SAMPLER = {"sft": _EULER, "dpo": _EULER, "lcm": {"scheduler": "LCMScheduler", "num_inference_steps": 4, "strength": 0.99},
+           "rl": _EULER}
 
 
 class ExportError(ValueError):

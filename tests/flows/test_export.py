@@ -1,4 +1,4 @@
-"""`rorem export`: a round's SFT / DPO / LCM model as a self-contained diffusers folder that plain
+"""`rorem export`: a round's SFT / DPO / LCM / RL model as a self-contained diffusers folder that plain
 `AutoPipelineForInpainting.from_pretrained(OUT)` loads offline (in a fresh process, from another
 folder) and runs; LoRAs fused, the LCM scheduler set, a model card with metrics, counts, git, DVC.
 The tiny preset's analytic autoencoder is our own class: diffusers imports no module a folder names,
@@ -53,6 +53,7 @@ def round_project(tmp_path, random_tiny_model):
     write_ref(sft, base, unet="unet", lora=None)
     _lora_model(sft, root / "models" / "dpo" / "round-1", ["to_q", "to_k", "to_v", "to_out.0"], 1)
     _lora_model(sft, root / "models" / "lcm" / "round-1", ["to_q", "to_v", "conv1", "conv2"], 2)
+    _lora_model(sft, root / "models" / "rl" / "round-1", ["to_q", "to_k", "to_v", "to_out.0"], 3)
     res = root / "results"
     (res / "evaluate" / "round-1").mkdir(parents=True)
     (res / "evaluate" / "round-1" / "metrics.json").write_text(json.dumps(
@@ -77,7 +78,8 @@ def _plain_load(out, steps, tmp_path):
 
 @pytest.mark.parametrize("kind,steps,scheduler", [("sft", 3, "EulerDiscreteScheduler"),
                                                   ("dpo", 3, "EulerDiscreteScheduler"),
-                                                  ("lcm", 4, "LCMScheduler")])
+                                                  ("lcm", 4, "LCMScheduler"),
+                                                  ("rl", 3, "EulerDiscreteScheduler")])
 def test_export_loads_with_plain_diffusers_offline(round_project, tmp_path, kind, steps, scheduler):
     out = tmp_path / f"export-{kind}"
     assert main(["export", str(out), "--round", "1", "--model", kind, "--root", str(round_project)]) == 0
