@@ -25,6 +25,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -167,36 +168,49 @@ def gold_candidates(plan: GoldPlan, round_id: int, cands: list[Candidate]) -> li
     return out
 
 
-def decoy_priority(key: str, priorities: dict[str, float]) -> float:
-    """A real task's priority (picked by a hash of the gold key): gold is spread through the queue."""
-    if not priorities:
+def decoy_priority(key: str, ranked: list[float]) -> float:
+    """A real task's priority (picked by a hash of the gold key): gold is spread through the queue.
+
+    ``ranked``: the real tasks' priorities, sorted (once per push, not once per gold task)."""
+    if not ranked:
         return 0.0
-    vals = sorted(priorities.values())
-    return vals[int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little") % len(vals)]
+    return ranked[int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little") % len(ranked)]
 
 
-def neutral_name(src: Path, folder: Path, round_id: int, role: str) -> Path:
+def neutral_name(src: Path, folder: Path, round_id: int, role: str,
+                 realpath: Callable[[Path], str] = os.path.realpath) -> Path:
     """Where :func:`neutral_copy` puts ``src``: ``folder/<opaque>.png``, a name that hides where it came
-    from (GT, source, result)."""
-    return Path(folder) / (hashlib.sha256(f"{round_id}|{role}|{os.path.realpath(src)}".encode()).hexdigest()[:20]
+    from (GT, source, result). ``realpath``: ``os.path.realpath`` or a faster equal one
+    (:class:`annotation.paths.RealPaths`, for many files of few folders)."""
+    return Path(folder) / (hashlib.sha256(f"{round_id}|{role}|{realpath(src)}".encode()).hexdigest()[:20]
                            + ".png")
 
 
-def neutral_copy(src: Path, folder: Path, round_id: int, role: str) -> Path:
-    """``src`` under :func:`neutral_name`, unless already there (same size).
+def neutral_copy(src: Path, folder: Path, round_id: int, role: str,
+                 realpath: Callable[[Path], str] = os.path.realpath) -> Path:
+    """``src`` under :func:`neutral_name`, unless already there (same size): :func:`place_copy`."""
+    return place_copy(src, neutral_name(src, folder, round_id, role, realpath))
+
+
+def place_copy(src: Path, target: Path) -> Path:
+    """``src`` at ``target`` unless a file of its size is there already.
 
     A hard link where the file system allows it (same bytes, no second copy on disk: a round of
     10,000 candidates links 15,000 files in ~1 s instead of copying them in ~4 s; nothing here
-    modifies a file in place), else a copy."""
-    target = neutral_name(src, folder, round_id, role)
-    if not target.is_file() or target.stat().st_size != Path(src).stat().st_size:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-        except OSError:          # another file system, or links not allowed here
-            shutil.copyfile(src, tmp)
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    return target
+    modifies a file in place), else a copy; through a temp name and a rename (atomic)."""
+    try:
+        if os.stat(target).st_size == os.stat(src).st_size:
+            return target
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = os.fspath(target) + ".tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:          # another file system, or links not allowed here
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+    return Path(target)

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from annotation.gold import neutral_copy, neutral_name
+from annotation.gold import neutral_name, place_copy
 from annotation.paths import PathRefused, RootCheck, local_files_url
 from rorem_core.data.images import encode_png, load_mask, load_rgb
 from rorem_core.io import atomic_path, write_json_atomic
@@ -71,7 +71,7 @@ class OverlayWriter:
     def write(self, source: Path, mask: Path, target: Path) -> Path:
         inputs, rec = [_stamp(source), _stamp(mask)], self.index.get(target.name) or {}
         if rec.get("inputs") != inputs or not target.is_file() or rec.get("overlay") != _stamp(target):
-            png = encode_png(render_overlay(load_rgb(source), load_mask(mask)))
+            png = encode_png(render_overlay(load_rgb(source), load_mask(mask)), compress_level=1)
             if not target.is_file() or target.read_bytes() != png:
                 with atomic_path(target) as tmp:
                     tmp.write_bytes(png)
@@ -110,8 +110,8 @@ class TaskImages:
         return self._add(target, lambda: self.overlays.write(source, mask, target))
 
     def neutral(self, src: Path, folder: Path, round_id: int, role: str) -> Path:
-        target = neutral_name(src, folder, round_id, role)
-        return self._add(target, lambda: neutral_copy(src, folder, round_id, role))
+        target = neutral_name(src, folder, round_id, role, self.check.real)
+        return self._add(target, lambda: place_copy(src, target))
 
     def example_overlay(self, key: str, source: Path, mask: Path) -> Path:
         """An instructions example's overlay, written now (the instructions are set before any import)."""
@@ -124,7 +124,10 @@ class TaskImages:
         self._write([self._todo.pop(u) for u in dict.fromkeys(urls)])
 
     def prepare_all(self) -> None:
+        """Write what is left and save the overlay index (once per push: saving it per batch rewrote a
+        growing file ~10 times; a push killed before this costs re-renders, never a wrong image)."""
         self._write([self._todo.pop(u) for u in list(self._todo)])
+        self.overlays.save()
 
     def _write(self, writes: list[Callable[[], Path]]) -> None:
         """Run ``writes`` on IMAGE_THREADS threads: PNG decoding and encoding and file creation release
@@ -136,4 +139,3 @@ class TaskImages:
             written = [w() for w in writes]
         for path in written:
             self.check(path)
-        self.overlays.save()

@@ -60,10 +60,10 @@ class RootCheck:
     def __init__(self, doc_root: Path | str):
         self.doc_root = doc_root
         self._root = os.path.realpath(doc_root).rstrip(os.sep) + os.sep
-        self._real = RealPaths()
+        self.real = RealPaths()   # shared with whoever names files after real paths (neutral_name)
 
     def __call__(self, path: Path | str) -> Path:
-        full = self._real(path)
+        full = self.real(path)
         if not full.startswith(self._root) or not os.path.isfile(full):
             return inside_root(path, self.doc_root)   # refuses with the usual message
         return Path(full)

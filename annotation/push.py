@@ -247,7 +247,8 @@ def build_round_tasks(cfg: AnnotationConfig, round_id: int, candidates_path: Pat
     plan = (GoldPlan.from_json(previous_gold) if previous_gold else
             plan_gold(cfg.gold, round_id, cands, candidates_path.parent, hidden_meta=hidden_meta, prev_labels=prev_labels))
     golds = gold_candidates(plan, round_id, cands)
-    prio.update({g.id: decoy_priority(g.id, dict(priorities or {})) for g in golds})
+    ranked = sorted(prio.values())
+    prio.update({g.id: decoy_priority(g.id, ranked) for g in golds})
     everyone = sorted(cands + golds, key=lambda c: (-prio.get(c.id, 0.0), c.id))
     check = RootCheck(doc_root)
     paths = _resolve_all(everyone, candidates_path.parent, check)
