@@ -3,9 +3,8 @@ autoencoder, composited) judged by the judge, per band and texture, for
 
 1. the analytic autoencoder's down-scale ``f`` in {4 (today: 16x16 latent), 2, 1}, on the test split's
    scenes (400, the default synthetic config, regenerated in memory);
-2. today's f = 4 with scene textures magnified K times (periods / cells / dots drawn at 64 px as today,
-   then a 64/K crop upsampled K times, bilinear): an exploratory stand-in for "textures the 16x16 latent
-   can hold", on 400 scenes of a probe split.
+2. today's f = 4 on the test split's scenes drawn with ``synthetic.texture_scale`` K in {2, 3, 4}
+   (every texture length x K, edges softened to K px: textures the 16x16 latent can hold).
 
     python benchmarks/bench_ceiling.py [--n 400]
 
@@ -16,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
-from unittest import mock
 
-import cv2
 import numpy as np
 import torch
 
@@ -47,16 +44,6 @@ def judged(scenes, factor: int) -> tuple[dict, dict]:
     return band, tex
 
 
-def _magnified(k: float):
-    original = syn._texture
-
-    def texture(rng, name, n):
-        m = int(round(n / k)) + 2
-        t = original(rng, name, n)[:m, :m].astype(np.float32)
-        return cv2.resize(t, (int(m * k), int(m * k)), interpolation=cv2.INTER_LINEAR)[:n, :n].astype(np.float64)
-    return texture
-
-
 def line(label: str, band: dict, tex: dict) -> str:
     b = "  ".join(f"{k} {100 * g / n:5.1f}%" for k, (g, n) in sorted(band.items()))
     t = " ".join(f"{k} {g}/{n}" for k, (g, n) in sorted(tex.items()))
@@ -71,11 +58,10 @@ def main() -> None:
     test = [sc for _, sc in syn._scenes(cfg, "test", args.n, cfg.test_hard_fraction)]
     for f in (4, 2, 1):
         print(line(f"test split, f={f}", *judged(test, f)))
-    for k in (1, 2, 3, 4):
-        with mock.patch.object(syn, "_texture", _magnified(k)):
-            probe = [syn.make_scene(i, size=64, band="easy" if i % 2 == 0 else "hard", salt="ceiling-probe")
-                     for i in range(args.n)]
-        print(line(f"textures x{k}, f=4", *judged(probe, 4)))
+    for k in (2, 3, 4, 5):
+        scaled = cfg.model_copy(update={"texture_scale": float(k)})
+        test = [sc for _, sc in syn._scenes(scaled, "test", args.n, cfg.test_hard_fraction)]
+        print(line(f"texture_scale {k}, f=4", *judged(test, 4)))
 
 
 if __name__ == "__main__":

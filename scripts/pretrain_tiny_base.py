@@ -1,7 +1,10 @@
 """Reproduce and ship the tiny base remover: bootstrap with `base_unet: train`, evaluate it on the
 held-out test split, then copy its UNet into rorem_core/assets/tiny_base/ with a model card.
 
-  python scripts/pretrain_tiny_base.py [--workdir DIR] [--params params.yaml]
+  python scripts/pretrain_tiny_base.py [--workdir DIR] [--params params.yaml] [--asset tiny_base]
+
+Several shipped bases may sit side by side (``rorem_core/assets/tiny_base*``, one per scene config);
+bootstrap takes the one whose card's key matches its params.
 
 The card's key hashes everything the weights depend on (tiny architecture, resolution, pretraining
 recipe, synthetic-scene params, seed); bootstrap refuses a shipped base whose key differs.
@@ -19,14 +22,18 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-ASSET = REPO / "rorem_core" / "assets" / "tiny_base"
+ASSETS = REPO / "rorem_core" / "assets"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--workdir", type=Path, default=REPO / ".rorem" / "pretrain")
     p.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    p.add_argument("--asset", default="tiny_base", help="folder under rorem_core/assets/ (name it tiny_base*)")
     a = p.parse_args()
+    if not a.asset.startswith("tiny_base"):
+        p.error(f"--asset {a.asset}: bootstrap only looks at rorem_core/assets/tiny_base*; name it so")
+    asset = ASSETS / a.asset
     from rorem_core.config import stage_config
     from rorem_core.stages import bootstrap, evaluate
 
@@ -39,17 +46,17 @@ def main() -> None:
     ev = evaluate.run(stage_config("evaluate", params), a.workdir / "models/base", a.workdir / "data/test",
                       a.workdir / "eval")
     print(ev.table)
-    if ASSET.exists():
-        shutil.rmtree(ASSET)
-    shutil.copytree(a.workdir / "models/base/unet", ASSET / "unet")
+    if asset.exists():
+        shutil.rmtree(asset)
+    shutil.copytree(a.workdir / "models/base/unet", asset / "unet")
     card = {"key": bootstrap.shipped_key(cfg), "pretrain": {k: v for k, v in res.pretrain.items() if k != "losses"},
             "loss_curve": res.pretrain["losses"], "recipe": cfg.pretrain.model_dump(),
             "pretrain_size": cfg.pretrain_size, "tiny": cfg.tiny.model_dump(), "resolution": cfg.base.resolution,
             "ae_psnr_db": res.ae_psnr_db, "eval": ev.metrics, "torch": torch.__version__,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads"}
-    (ASSET / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (ASSET / "MODEL_CARD.md").write_text(model_card(card, ev.table))
-    print(f"shipped {ASSET} (key {card['key']})")
+    (asset / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (asset / "MODEL_CARD.md").write_text(model_card(card, ev.table))
+    print(f"shipped {asset} (key {card['key']})")
 
 
 def model_card(card: dict, table: str) -> str:

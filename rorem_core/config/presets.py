@@ -27,6 +27,9 @@ class SyntheticConfig(BaseModel):
     test_hard_fraction: float = Field(0.5, ge=0, le=1)  # share of hard scenes in the test split
     easy_shadow_prob: float = Field(0.1, ge=0, le=1)    # cast-shadow probability, easy band
     hard_shadow_prob: float = Field(0.6, ge=0, le=1)    # cast-shadow probability, hard band
+    # texture lengths (periods, cells, dot size, noise correlation) x this, edges softened to this
+    # many px: 4 makes every texture one the tiny autoencoder's 16x16 latent can hold (docs/judge.md)
+    texture_scale: float = Field(1.0, ge=1, le=16)
 
     def salt(self, split: str) -> str:
         return f"{self.seed}:{split}"

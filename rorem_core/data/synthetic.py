@@ -103,9 +103,24 @@ def _smooth_noise(rng: np.random.Generator, n: int, g: int) -> np.ndarray:
     return v / max(np.abs(v).max(), 1e-6)
 
 
-def _texture(rng: np.random.Generator, name: str, n: int) -> np.ndarray:
-    """(n, n) pattern in about [-1, 1]; periods/cells are drawn at 64 px and scaled."""
-    s = n / 64
+def _soft_square(t: np.ndarray, cell: float, edge: float) -> np.ndarray:
+    """Square wave of ``cell``-px half-period in about {-1, 1} along pixel-centre coordinate ``t``,
+    its transitions linear over ``edge`` px (centred on the cell boundary)."""
+    phase = t / cell
+    d = np.minimum(phase % 1.0, 1.0 - phase % 1.0) * cell       # px to the nearest boundary
+    sign = np.where(np.floor(phase) % 2 == 0, 1.0, -1.0)
+    return sign * np.clip(d / (edge / 2), 0.0, 1.0)
+
+
+def _texture(rng: np.random.Generator, name: str, n: int, scale: float = 1.0) -> np.ndarray:
+    """(n, n) pattern in about [-1, 1]; periods/cells are drawn at 64 px and scaled by ``n / 64``.
+
+    ``scale`` (``SyntheticConfig.texture_scale``) multiplies every texture length (stripe and wood
+    periods, wood warp, checker and dot cells, dot radius, noise correlation length) and softens
+    edges to ``scale`` px, so that the tiny autoencoder's 16x16 latent (one latent pixel per 4 px)
+    can hold the texture at ``scale >= 4`` (docs/judge.md). ``scale == 1`` draws exactly the scenes
+    of before the option existed (same random stream, hard checker edges, 1-px dot edges)."""
+    s = n / 64 * scale
     y, x = np.mgrid[0:n, 0:n].astype(np.float64) + 0.5
     phi = rng.uniform(0, np.pi)
     u = x * np.cos(phi) + y * np.sin(phi)
@@ -116,11 +131,15 @@ def _texture(rng: np.random.Generator, name: str, n: int) -> np.ndarray:
     if name == "checker":
         c = max(1, int(round(rng.integers(4, 13) * s)))
         ox, oy = rng.integers(0, c, 2)
-        return (((x.astype(int) + ox) // c + (y.astype(int) + oy) // c) % 2) * 2.0 - 1.0
+        if scale <= 1:
+            return (((x.astype(int) + ox) // c + (y.astype(int) + oy) // c) % 2) * 2.0 - 1.0
+        edge = 2 * scale      # px; 2x (not 1x) the latent pixel at scale 4: chosen on a probe split (docs/judge.md)
+        return _soft_square(x + ox, c, edge) * _soft_square(y + oy, c, edge)
     if name == "noise":
-        return _smooth_noise(rng, n, int(rng.integers(4, 9)))
+        return _smooth_noise(rng, n, max(2, int(round(int(rng.integers(4, 9)) / scale))))
     if name == "wood":  # fine rings warped by smooth noise: busy, anisotropic
-        warp = rng.uniform(3, 7) * s * _smooth_noise(rng, n, 5)
+        g = max(2, int(round(5 / scale)))      # warp correlation length x scale (as far as a grid allows) ...
+        warp = rng.uniform(3, 7) * (s * 5 / scale / g) * _smooth_noise(rng, n, g)   # ... and its slope kept
         return np.sin(2 * np.pi * (u + warp) / (rng.uniform(3, 5) * s))
     if name == "dots":  # one soft dot per jittered cell: dense, high-frequency
         c = max(3, int(round(rng.uniform(4, 6) * s)))
@@ -130,11 +149,14 @@ def _texture(rng: np.random.Generator, name: str, n: int) -> np.ndarray:
         sign = rng.choice([-1.0, 1.0], (g, g)) * rng.uniform(0.5, 1.0, (g, g))
         iy, ix = (y // c).astype(int), (x // c).astype(int)
         d = np.hypot(y - iy * c - centre[0][iy, ix], x - ix * c - centre[1][iy, ix])
-        return sign[iy, ix] * np.clip(rad - d + 0.5, 0, 1)
+        if scale <= 1:
+            return sign[iy, ix] * np.clip(rad - d + 0.5, 0, 1)
+        bump = 1.3 * rad      # raised-cosine dot (a plateau with linear edges loses its edges in the latent)
+        return sign[iy, ix] * np.where(d < bump, 0.5 * (1 + np.cos(np.pi * np.minimum(d / bump, 1.0))), 0.0)
     raise ValueError(f"unknown texture {name!r}; use one of {TEXTURES}")
 
 
-def _background(rng: np.random.Generator, n: int, texture: str) -> np.ndarray:
+def _background(rng: np.random.Generator, n: int, texture: str, scale: float = 1.0) -> np.ndarray:
     """Two-colour linear gradient in a random direction plus ``texture``: (n, n, 3) in [0, 1]."""
     c0, c1 = rng.uniform(0.1, 0.9, (2, 3))
     th = rng.uniform(0, 2 * np.pi)
@@ -144,7 +166,7 @@ def _background(rng: np.random.Generator, n: int, texture: str) -> np.ndarray:
     bg = c0 + (c1 - c0) * t[..., None]
     amp = rng.uniform(0.05, 0.2)
     tint = rng.uniform(0.7, 1.3, 3)
-    return np.clip(bg + amp * _texture(rng, texture, n)[..., None] * tint, 0, 1)
+    return np.clip(bg + amp * _texture(rng, texture, n, scale)[..., None] * tint, 0, 1)
 
 
 # ---- object and shadow ------------------------------------------------------------------------
@@ -218,15 +240,16 @@ def _pick(rng: np.random.Generator, weights: dict[str, float]) -> str:
 
 
 def make_scene(index: int, *, size: int = 64, band: str = "easy", salt: str = "0:seed",
-               spec: BandSpec | None = None) -> Scene:
-    """Scene ``index`` of the split named by ``salt`` (see module docstring); ``spec`` overrides BANDS."""
+               spec: BandSpec | None = None, texture_scale: float = 1.0) -> Scene:
+    """Scene ``index`` of the split named by ``salt`` (see module docstring); ``spec`` overrides BANDS;
+    ``texture_scale``: see :func:`_texture`."""
     if band not in BANDS:
         raise ValueError(f"unknown band {band!r}; use one of {sorted(BANDS)}")
     spec = spec or BANDS[band]
     rng = np.random.default_rng([_salt_int(salt), index, 0])
     n, s = size, size / 64
     texture, shape = _pick(rng, spec.textures), SHAPES[int(rng.integers(len(SHAPES)))]
-    bg = _background(rng, n, texture)
+    bg = _background(rng, n, texture, texture_scale)
     r = rng.uniform(*spec.radius) * s
     margin = r + 2 * s
     cx, cy = rng.uniform(margin, n - margin, 2) if n > 2 * margin else (n / 2, n / 2)
@@ -256,7 +279,8 @@ def _scenes(cfg: SyntheticConfig, split: str, n: int, hard_fraction: float):
     salt = cfg.salt(split)
     for i in range(n):
         band = scene_band(i, salt, hard_fraction)
-        yield i, make_scene(i, size=cfg.size, band=band, salt=salt, spec=band_spec(cfg, band))
+        yield i, make_scene(i, size=cfg.size, band=band, salt=salt, spec=band_spec(cfg, band),
+                            texture_scale=cfg.texture_scale)
 
 
 def write_triplets(out_dir: str | Path, cfg: SyntheticConfig, split: str, n: int,

@@ -26,7 +26,7 @@ from rorem_core.models.tiny import build_tiny_model
 from rorem_core.stages import _cli
 
 _SPLIT_SIZES = {"n_seed", "n_test", "pool_size", "n_pools", "test_hard_fraction", "pool_hard_fraction"}
-SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "tiny_base"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"   # shipped bases: tiny_base*/ (unet/, card.json)
 
 
 class BootstrapResult(BaseModel):
@@ -39,9 +39,21 @@ class BootstrapResult(BaseModel):
 
 def shipped_key(cfg: BootstrapConfig) -> str:
     """What the shipped UNet depends on: architecture, resolution, pretraining recipe and data."""
-    scenes = cfg.synthetic.model_dump_json(exclude=_SPLIT_SIZES)   # split sizes do not affect pretraining
+    # split sizes do not affect pretraining; texture_scale 1 draws the scenes of before the field
+    # existed, so it is left out of the key there (the shipped cards made then stay valid)
+    unkeyed = _SPLIT_SIZES | ({"texture_scale"} if cfg.synthetic.texture_scale == 1 else set())
+    scenes = cfg.synthetic.model_dump_json(exclude=unkeyed)
     return config_hash(cfg.tiny, str(cfg.base.resolution), cfg.pretrain.model_dump_json(),
                        str(cfg.pretrain_size), str(cfg.base.seed), scenes)[:16]
+
+
+def shipped_bases() -> dict[str, Path]:
+    """Shipped tiny bases by their card's key (one per scene config, e.g. a texture scale)."""
+    out = {}
+    for d in sorted(ASSETS.glob("tiny_base*")):
+        if (d / "card.json").is_file() and (d / "unet").is_dir():
+            out[json.loads((d / "card.json").read_text())["key"]] = d
+    return out
 
 
 def build_tiny(cfg: BootstrapConfig, out: Path) -> dict | None:
@@ -49,14 +61,14 @@ def build_tiny(cfg: BootstrapConfig, out: Path) -> dict | None:
     build_tiny_model(out, cfg.tiny, cfg.base.resolution)
     save_prompt_embeds(out / EMBED_FILE, encode_empty_prompt(str(out)))
     if cfg.base_unet == "shipped":
-        card = json.loads((SHIPPED / "card.json").read_text()) if (SHIPPED / "card.json").is_file() else {}
-        if card.get("key") != shipped_key(cfg):
+        shipped = shipped_bases()
+        if (key := shipped_key(cfg)) not in shipped:
             raise FileNotFoundError(
-                f"{SHIPPED}: no shipped tiny base matches these bootstrap params (key {shipped_key(cfg)}, "
-                f"shipped {card.get('key')}); set bootstrap.base_unet: train to pretrain it here "
-                "(scripts/pretrain_tiny_base.py refreshes the shipped copy)")
+                f"{ASSETS}/tiny_base*: no shipped tiny base matches these bootstrap params (key {key}; "
+                f"shipped: {', '.join(f'{k} in {d.name}' for k, d in shipped.items()) or 'none'}); set "
+                "bootstrap.base_unet: train to pretrain it here (scripts/pretrain_tiny_base.py ships one)")
         shutil.rmtree(out / "unet")
-        shutil.copytree(SHIPPED / "unet", out / "unet")
+        shutil.copytree(shipped[key] / "unet", out / "unet")
         return None
     if cfg.base_unet == "train":
         return pretrain_unet(cfg, out)
