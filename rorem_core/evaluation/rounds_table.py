@@ -151,7 +151,7 @@ def check_bars(base: Mapping | None, rows: Sequence[Mapping]) -> list[dict]:
         out.append(_bar(f"part 4: round {r['round']} discriminator held-out ROC-AUC >= {AUC_MIN} with 95 % interval "
                         f"narrower than +-{AUC_HALF_MAX}", None if auc is None or ci is None else
                         auc >= AUC_MIN and (ci[1] - ci[0]) / 2 < AUC_HALF_MAX,
-                        f"{fmt(auc, '3')} {_ci(ci, '3')}, n={r['auc_n']}"))
+                        " ".join(filter(None, (fmt(auc, "3"), _ci(ci, "3")))) + f", n={r['auc_n']}"))
         p = r["precision"]
         out.append(_bar(f"part 4: round {r['round']} auto-acceptance precision >= {PRECISION_MIN}",
                         None if p is None else p >= PRECISION_MIN, f"{fmt(p, '%')} of {r['precision_n']}"))
