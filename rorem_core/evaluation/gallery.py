@@ -10,7 +10,8 @@ Two sections for the newest round N, both pure reads of files the stages wrote:
   and discriminator decision differ (note: round N's discriminator was trained on most of round N's
   labels, so this is agreement on its training labels, not a held-out figure).
 * **Test split** (results/evaluate*/round-N/gallery): source, mask, each model's result (SFT, DPO,
-  LCM, any later evaluate_* stage), the GT when known, and the oracle's masked PSNR.
+  LCM, any later evaluate_* stage), the GT when known, the oracle's masked PSNR and, when the
+  evaluation recorded it (per_image.json ``judge_reason``), the judge's verdict: clean or its reason.
 
 Filters (all / accepted / rejected / disagreement) are a few lines of inline JavaScript; images are
 copied next to the page (``gallery/``) so it opens from disk with no server and no network.
@@ -71,13 +72,17 @@ def test_rows(root: Path, n: int) -> list[dict]:
                   if p.name not in {s for s, _ in EVAL_MODELS})    # any later model's evaluate_* stage
     for stage, label in EVAL_MODELS + later:
         d = root / RoundPaths(n).metrics(stage).rsplit("/", 1)[0] / "gallery"
+        judged = {str(r["id"]): r for r in _json(d.parent / "per_image.json") or []
+                  if isinstance(r, dict) and "id" in r and r.get("judge_good") is not None}
         for e in _json(d / "index.json") or []:
             row = rows.setdefault(e["id"], {"id": e["id"], "source": d / e["source"], "mask": d / e["mask"],
                                             "gt": d / e["GT"] if e.get("GT") else None, "results": []})
             psnr = e.get("masked_psnr")
             ok = e.get("success") if e.get("success") is not None else e.get("disc_success")   # GT, else disc.
+            j = judged.get(str(e["id"])) or {}
             row["results"].append({"id": f"{stage}-{e['id']}", "label": label, "image": d / e["result"],
-                                   "psnr": psnr, "success": ok, "disc": e.get("disc_score")})
+                                   "psnr": psnr, "success": ok, "disc": e.get("disc_score"),
+                                   "judge": None if not j else (j.get("judge_reason") or "clean")})
     return list(rows.values())
 
 
@@ -92,6 +97,14 @@ def _img(src: Path, out: Path, copied: dict[Path, str]) -> str:
 def _cell(rel: str, caption: str, cls: str = "") -> str:
     return (f'<figure class="{cls}"><img src="{html.escape(rel)}" loading="eager" alt="{html.escape(caption)}">'
             f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _judge_caption(reason: str | None) -> str:
+    """The judge's verdict on a test result (evaluate's per_image ``judge_reason``), when recorded."""
+    if reason is None:
+        return ""
+    cls = "good" if reason == "clean" else "bad"
+    return f'<br><b class="{cls}">judge: {html.escape(reason)}</b>'
 
 
 def _verdict(r: dict) -> str:
@@ -136,7 +149,8 @@ def render(root: Path, out: Path, n: int) -> Path | None:
                  _cell(_img(row["mask"], out, copied), "mask")]
         cells += [_cell(_img(r["image"], out, copied),
                         f"{r['label']}<br>" + (f"GT: {r['psnr']:.1f} dB" if r["psnr"] is not None else
-                                               f"no GT; disc.: {r['disc']:.2f}" if r.get("disc") is not None else ""))
+                                               f"no GT; disc.: {r['disc']:.2f}" if r.get("disc") is not None else "")
+                        + _judge_caption(r.get("judge")))
                   for r in row["results"]]
         if row["gt"]:
             cells.append(_cell(_img(row["gt"], out, copied), "GT"))

@@ -17,6 +17,10 @@ are one row, the training set column being the total after both):
   success human / disc      accepted / judged, by humans and by the discriminator
   test success / PSNR       the round-N remover on the held-out test split: oracle success rate
                             (masked PSNR >= success_db vs the hidden GT) and masked PSNR, dB
+
+Then the rounds as the judge sees them (evaluation/rounds_table.py): success per band with intervals,
+paired changes vs the base and the previous round, held-out ROC-AUC, auto-acceptance precision, the
+bars of issue 13 and, in words, every figure that did not improve.
 """
 
 from __future__ import annotations
@@ -334,7 +338,15 @@ def collect(root: Path, rounds: Sequence[int], sources: dict[int, str] | None = 
             "preference": [pref_row(n, per[n]) for n in rounds],
             "rl": [rl_row(n, per[n]) for n in rounds if per[n]["train_rl"] and per[n]["train_rl"].get("enabled", True)],
             "models": [r for n in rounds for r in model_rows(n, per[n])],
-            "annotation_quality": [quality_rows(n, per[n]) for n in rounds]}
+            "annotation_quality": [quality_rows(n, per[n]) for n in rounds],
+            "judged": _judged(root, rounds)}
+
+
+def _judged(root: Path, rounds: Sequence[int]) -> dict[str, Any]:
+    """Rounds as the judge sees them (evaluation/rounds_table.py; it builds on this module's rows)."""
+    from rorem_core.evaluation.rounds_table import load, rounds_table
+
+    return rounds_table(load(root, rounds))
 
 
 def _curves(root: Path, rounds: Sequence[int]) -> dict[str, dict[int, list]]:
@@ -348,6 +360,16 @@ def render(data: dict[str, Any], plots: dict[str, str | None], samples: str | No
              "## Rounds (RORem Table 1)", "", md_table(data["table1"], TABLE1), ""]
     if plots.get("rounds"):
         parts += [f"![success and PSNR per round]({plots['rounds']})", ""]
+    if data.get("judged") and data["judged"]["rows"]:
+        from rorem_core.evaluation.rounds_table import render as render_judged
+
+        parts += ["## Rounds as a person judges them (issue 13)", "",
+                  "Success = the judge's verdict (docs/judge.md) on the test split, per band; the change of each "
+                  "round is paired per test image against the base remover (when its evaluation "
+                  "`results/evaluate/round-0` exists, written by `benchmarks/bench_rounds.py`) and against the "
+                  "previous round. Auto-acceptance precision = share of auto-accepted candidates the judge calls "
+                  "clean against the pool's hidden GT, next to the human acceptance rate.", "",
+                  render_judged(data["judged"])]
     parts += ["## Test split by model", "", SOURCES, "", md_table(data["models"], MODELS), "",
               "## Discriminator agreement with human labels (held-out inputs)", "",
               md_table(data["discriminator"], DISC), ""]

@@ -55,6 +55,25 @@ def roc_auc(labels, scores) -> float | None:
     return float((r[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def roc_auc_ci95(labels, scores, z: float = 1.959963984540054) -> tuple[float, float] | None:
+    """DeLong's 95 % interval of the ROC-AUC (normal approximation, clipped to [0, 1]). With
+    psi(x, y) = 1 if x > y, 1/2 if equal, 0 else, over m positives x_i and n negatives y_j:
+
+        V10_i = mean_j psi(x_i, y_j),  V01_j = mean_i psi(x_i, y_j),  AUC = mean(V10)
+        var(AUC) = var(V10) / m + var(V01) / n          (sample variances, ddof 1)
+
+    None when a class has fewer than 2 samples (no variance to estimate)."""
+    y, s = _arrays(labels, scores)
+    pos, neg = s[y > 0.5], s[y <= 0.5]
+    if len(pos) < 2 or len(neg) < 2:
+        return None
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])   # (m, n)
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    auc = float(v10.mean())
+    half = z * float(np.sqrt(v10.var(ddof=1) / len(pos) + v01.var(ddof=1) / len(neg)))
+    return (max(0.0, auc - half), min(1.0, auc + half))
+
+
 def expected_calibration_error(labels, probs, bins: int = 10) -> float:
     """ECE with ``bins`` equal-width bins on [0, 1] (probabilities clipped into it):
 
@@ -75,17 +94,22 @@ def expected_calibration_error(labels, probs, bins: int = 10) -> float:
 
 
 def agreement(labels, scores, *, threshold: float = 0.5, bins: int = 10) -> dict:
-    """All metrics of one group: n, accuracy, roc_auc, ece, and success rates:
+    """All metrics of one group: n, accuracy, roc_auc (+ DeLong ``roc_auc_ci95``), ece, and success rates:
     ``human_success_rate`` = mean label, ``est_success_rate`` = fraction scored > threshold (RORem's
     estimate), ``est_success_rate_mean`` = mean clipped score (the calibrated expectation),
     ``success_rate_deviation`` = |est - human| (RORem: < 0.03)."""
     y, s = _arrays(labels, scores)
     human, est = float(y.mean()) if len(y) else float("nan"), float((s > threshold).mean()) if len(y) else float("nan")
     return {"n": int(len(y)), "n_good": int((y > 0.5).sum()), "accuracy": accuracy(y, s, threshold),
-            "roc_auc": roc_auc(y, s), "ece": expected_calibration_error(y, s, bins),
+            "roc_auc": roc_auc(y, s), "roc_auc_ci95": _listed(roc_auc_ci95(y, s)),
+            "ece": expected_calibration_error(y, s, bins),
             "human_success_rate": human, "est_success_rate": est,
             "est_success_rate_mean": float(np.clip(s, 0, 1).mean()) if len(y) else float("nan"),
             "success_rate_deviation": abs(est - human)}
+
+
+def _listed(ci: tuple[float, float] | None) -> list[float] | None:
+    return None if ci is None else [ci[0], ci[1]]   # JSON-friendly, as success_ci95
 
 
 def grouped_agreement(labels, scores, groups: Mapping[str, Sequence[str | None]] | None = None, *,

@@ -6,6 +6,9 @@ Output folder (a training dataset on its own; the input manifest is never edited
   meta.json         accepted triplets: source, mask, GT = result, score, id, input_id, round
   inputs/ results/  the candidates' images, hard-linked (copied across filesystems), so every path in
                     both JSON files stays inside the folder (``resolve_in_root`` refuses escaping paths)
+
+With ``--pool`` of a synthetic pool (data/pools/round-K, hidden GT in data/hidden/round-K) the metrics
+also hold ``auto_precision``: the share of accepted candidates the judge calls clean (issue 13, part 4).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from rorem_core import contract
 from rorem_core.config import AutoScoreConfig
 from rorem_core.data.formats import (
     Triplet,
@@ -24,6 +28,7 @@ from rorem_core.data.formats import (
     write_candidates,
     write_entries,
 )
+from rorem_core.evaluation.acceptance import judge_accepted
 from rorem_core.io import atomic_dir, link_or_copy
 from rorem_core.parallel import shards
 from rorem_core.reward.selection import Scorer, accepted, read_selection_ids
@@ -40,7 +45,9 @@ def manifest_path(p: Path) -> Path:
 
 
 def run(cfg: AutoScoreConfig, discriminator: Path, candidates: Path, out_dir: Path, *,
-        exclude: Path | None = None) -> AutoScoreResult:
+        exclude: Path | None = None, hidden: Path | None = None) -> AutoScoreResult:
+    """Score, accept, write ``out_dir``. With the pool's ``hidden`` GT (synthetic pools), metrics also
+    hold ``auto_precision``: the share of accepted candidates the judge calls clean (evaluation/acceptance.py)."""
     manifest = manifest_path(candidates)
     cands = read_candidates(manifest)
     scorer = Scorer.load(discriminator, cfg.base, batch_size=cfg.batch_size, dtype=cfg.dtype)
@@ -57,7 +64,8 @@ def run(cfg: AutoScoreConfig, discriminator: Path, candidates: Path, out_dir: Pa
     metrics = {"n_candidates": n, "n_excluded": len(skip & set(by_id)), "n_accepted": len(good), "threshold": thr,
                "acceptance_rate": len(good) / n if n else 0.0,
                "score_mean": float(np.mean(scores)) if n else None,
-               "score_quantiles": [float(q) for q in np.quantile(scores, [0.1, 0.5, 0.9])] if n else None}
+               "score_quantiles": [float(q) for q in np.quantile(scores, [0.1, 0.5, 0.9])] if n else None,
+               "auto_precision": judge_accepted(out_dir / "meta.json", hidden) if hidden and sh.main else None}
     return AutoScoreResult(out_dir=str(out_dir), metrics=metrics)
 
 
@@ -78,12 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--discriminator", type=Path, required=True, help="our discriminator dir or RORem's checkpoint")
     p.add_argument("--candidates", type=Path, required=True, help="candidates folder or candidates.json")
     p.add_argument("--exclude", type=Path, help="selection JSON: candidates sent to humans are not auto-accepted")
+    p.add_argument("--pool", help="the round's pool: its hidden GT (data/hidden/round-K, synthetic pools only) "
+                                  "gives the auto-acceptance precision")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--metrics", type=Path)
     args = p.parse_args(argv)
 
     def body(cfg):
-        res = run(cfg, args.discriminator, args.candidates, args.out, exclude=args.exclude)
+        try:    # a pool of photos (no data/pools/... path, or no hidden GT): precision unknown
+            hidden = Path(contract.hidden_for_pool(args.pool)) if args.pool else None
+        except ValueError:
+            hidden = None
+        res = run(cfg, args.discriminator, args.candidates, args.out, exclude=args.exclude, hidden=hidden)
         _cli.write_metrics(args.metrics, res.metrics)
         return res
 

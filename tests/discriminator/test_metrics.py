@@ -12,6 +12,7 @@ from rorem_core.reward.metrics import (
     expected_calibration_error,
     grouped_agreement,
     roc_auc,
+    roc_auc_ci95,
 )
 
 
@@ -26,6 +27,25 @@ def test_roc_auc_hand_values():
     assert roc_auc([1, 1, 0], [0.9, 0.8, 0.1]) == pytest.approx(1.0)
     assert roc_auc([0, 0, 1], [0.9, 0.8, 0.1]) == pytest.approx(0.0)
     assert roc_auc([1, 1], [0.2, 0.3]) is None                          # one class: undefined
+
+
+def test_roc_auc_ci95_delong_hand_value():
+    # positives 0.9, 0.4; negatives 0.5, 0.1: psi rows (1, 1), (0, 1) -> AUC 3/4,
+    # V10 = (1, 0.5), V01 = (0.5, 1); sample variances 0.125 each -> var = 0.125/2 + 0.125/2 = 0.125
+    lo, hi = roc_auc_ci95([1, 1, 0, 0], [0.9, 0.4, 0.5, 0.1])
+    assert lo == pytest.approx(0.75 - 1.959963984540054 * 0.125 ** 0.5) and hi == 1.0   # 1.44 clipped
+    # perfect separation: every V is 1, no variance -> a zero-width interval at 1
+    assert roc_auc_ci95([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1]) == (1.0, 1.0)
+    assert roc_auc_ci95([1, 0, 0], [0.9, 0.2, 0.1]) is None          # one positive: no variance
+    rng = np.random.default_rng(0)   # overlapping classes: 20x the labels, about 1/sqrt(20) the width
+    widths = []
+    for n in (40, 800):
+        y = np.arange(n) % 2
+        s = y + 1.5 * rng.random(n)
+        lo, hi = roc_auc_ci95(y, s)
+        assert lo < roc_auc(y, s) < hi
+        widths.append(hi - lo)
+    assert 2.5 < widths[0] / widths[1] < 8
 
 
 def test_roc_auc_matches_pairwise_count():

@@ -79,11 +79,15 @@ def test_train_discriminator_resumes_and_keeps_split(trained, labels, tiny_model
 def test_auto_score_accepts_and_links(trained, small_round, tiny_model, tmp_path):
     _, tmp, _ = trained
     acfg = AutoScoreConfig(base=base_cfg(tmp, tiny_model), threshold=0.0, batch_size=5)
-    res = auto_score.run(acfg, tmp / "disc", small_round.candidates, tmp_path / "auto")
+    res = auto_score.run(acfg, tmp / "disc", small_round.candidates, tmp_path / "auto", hidden=small_round.hidden)
     cands = read_candidates(tmp_path / "auto" / "candidates.json")
     assert len(cands) == 24 and all(c.score is not None and 0 < c.score < 1 for c in cands)
     acc = read_triplets(tmp_path / "auto" / "meta.json")
     assert res.metrics["n_accepted"] == len(acc) == 24                  # threshold 0: every probability passes
+    # half the candidates are the source itself: the judge calls at most the Telea half clean
+    prec = res.metrics["auto_precision"]
+    assert prec["n"] == 24 and prec["n_without_gt"] == 0 and prec["precision"] <= 0.5
+    assert prec["reasons"].get("object_remains", 0) >= 10
     for t in acc:
         assert all(resolve_in_root(tmp_path / "auto", r).is_file() for r in (t.source, t.mask, t.GT))
     assert t.GT.startswith("results/")                                  # the result image is the GT
@@ -93,6 +97,7 @@ def test_auto_score_accepts_and_links(trained, small_round, tiny_model, tmp_path
     res2 = auto_score.run(acfg.model_copy(update={"threshold": 0.999}), tmp / "disc", small_round.candidates,
                           tmp_path / "auto2", exclude=sel)
     assert res2.metrics["n_accepted"] == 0 and res2.metrics["n_excluded"] == 1
+    assert res2.metrics["auto_precision"] is None                       # no hidden GT given: unknown
 
 
 def test_select_random_then_mixed(trained, small_round, tiny_model, tmp_path):

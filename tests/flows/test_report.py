@@ -147,3 +147,56 @@ def test_rl_beside_the_other_models_and_the_reward_vs_oracle_table(tmp_path):
     assert "| 1 | RL remover | 10 | yes | 60.0% | 23.00 | 40.00 | n/a |" in md   # GT column; no disc. estimate
     assert ("| 1 | discriminator | ppo | 4 | plateau | 0.600 -> 0.700 | [0.050, 0.150] | 80.0% -> 75.0% | "
             "[-10.0%, 0.0%] | 27.00 -> 26.50 | [-0.800, -0.200] |") in md
+
+
+def _judged_images(hard: str, easy: str = "10") -> list[dict]:
+    """evaluate's per_image rows: one char per test image, "1" = the judge calls it clean."""
+    return [{"id": f"{b}{i}", "band": b, "judge_good": c == "1", "judge_reason": None if c == "1" else "smudge",
+             "success": True} for b, chars in (("hard", hard), ("easy", easy)) for i, c in enumerate(chars)]
+
+
+def test_report_tells_the_judged_story(tmp_path):
+    """Issue 13 part 6: per band with intervals, paired changes vs the base, held-out AUC with its
+    interval, auto-acceptance precision next to the human rate, and in words what did not improve."""
+    root = make_project(tmp_path / "p")
+    _w(root, "results/evaluate/round-0/per_image.json", _judged_images("1000"))        # the base remover
+    for n, hard, precision in ((1, "1100", 0.95), (2, "1100", 0.9)):
+        _w(root, f"results/evaluate/round-{n}/per_image.json", _judged_images(hard))
+        auto = json.loads((root / f"results/auto_score/round-{n}.json").read_text())
+        auto["auto_precision"] = {"n": 20, "n_clean": round(20 * precision), "precision": precision, "ci95": [0.7, 0.99]}
+        _w(root, f"results/auto_score/round-{n}.json", auto)
+        disc = json.loads((root / f"results/train_discriminator/round-{n}.json").read_text())
+        disc["heldout"]["all"]["roc_auc_ci95"] = [0.7, 0.9]
+        _w(root, f"results/train_discriminator/round-{n}.json", disc)
+    s = build_report(root, root / "reports", [1, 2])
+    md = (root / "reports" / "report.md").read_text()
+    assert "## Rounds as a person judges them (issue 13)" in md
+    assert [r["round"] for r in s["judged"]["rows"]] == [1, 2] and s["judged"]["base"]["round"] == 0
+    assert "| 1 | 10 | 5 | 30 | 13 | 66 | 50.0% [" in md                  # Table-1 counts, human rate + CI
+    assert "+25.0 pts" in md and "0.800 [0.700, 0.900] (n=8)" in md and "95.0% [70.0%, 99.0%] (n=20)" in md
+    assert "Round 2: hard-band judged success did not improve over round 1 (50.0% -> 50.0%" in md
+    assert "Round 2: auto-acceptance precision did not improve over round 1" in md
+    assert "Round 2: human acceptance rate" not in md                   # 50% -> 60%: it did improve
+    assert "MISSED: part 4: round 1 discriminator held-out ROC-AUC" in md   # +-0.1 is not narrower than 0.1
+
+
+def test_the_gallery_shows_the_judges_reason(tmp_path):
+    import numpy as np
+
+    from rorem_core.data.images import save_png
+    from rorem_core.evaluation.gallery import render as render_gallery
+
+    g = tmp_path / "results/evaluate/round-1/gallery"
+    index = []
+    for j in range(3):
+        names = {k: f"{j:03d}_{k}.png" for k in ("source", "mask", "GT", "result")}
+        for k, name in names.items():
+            save_png(g / name, np.zeros((8, 8), bool) if k == "mask" else np.full((8, 8, 3), 0.1 * j, np.float32))
+        index.append({"id": f"t{j}", **names, "masked_psnr": 30.0, "success": True})
+    (g / "index.json").write_text(json.dumps(index))
+    per_image = [{"id": "t0", "judge_good": True, "judge_reason": None},
+                 {"id": "t1", "judge_good": False, "judge_reason": "texture_broken"}]   # t2: not recorded
+    (g.parent / "per_image.json").write_text(json.dumps(per_image))
+    page = render_gallery(tmp_path, tmp_path / "reports", 1).read_text()
+    rows = page.split('<div class="row test"')[1:]
+    assert "judge: clean" in rows[0] and "judge: texture_broken" in rows[1] and "judge:" not in rows[2]
