@@ -58,7 +58,7 @@ def _remove(argv: list[str]) -> int:
     p.add_argument("image", type=Path, help="a photo, or a folder of photos")
     p.add_argument("mask", type=Path, help="its mask (white = remove), or a folder of masks with the same stems")
     p.add_argument("-o", "--out", type=Path, help="output file (folder form: folder); default <stem>_removed.png")
-    p.add_argument("--model", default="sft", help="a model folder, base, round-N, sft|dpo|lcm (newest) or KIND@N")
+    p.add_argument("--model", default="sft", help="a model folder, base, round-N, sft|dpo|lcm|rl (newest) or KIND@N")
     p.add_argument("--lora", type=Path, help="an extra LoRA fused on top (e.g. RORem's LCM LoRA; use --scheduler lcm)")
     p.add_argument("--steps", type=int, help="sampler steps (default 50 Euler; 4 for an LCM model)")
     p.add_argument("--scheduler", choices=("euler", "lcm"), help="default: lcm for an LCM model, else euler")
@@ -103,7 +103,7 @@ def _remove(argv: list[str]) -> int:
         pairs, problems = [(args.image, args.mask)], []
         outs = {args.image: args.out or args.image.with_name(f"{args.image.stem}_removed.png")}
     if problems:
-        print("error: unmatched files (nothing removed):\n  " + "\n  ".join(problems), file=sys.stderr)
+        print("error: unmatched or ambiguous files (nothing removed):\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
     prompt, negative = (QUALITY_PROMPT, QUALITY_NEGATIVE) if args.quality_prompts else (args.prompt,
                                                                                        args.negative_prompt)

@@ -221,6 +221,9 @@ class DistillConfig(TrainParams):
     lr_warmup_steps: int = Field(0, ge=0)
     batch_size: int = Field(16, ge=1)
     steps: int = Field(300, ge=1)
+    # a ready 4-step LCM LoRA (RORem's released one) used as this round's LCM model instead of distilling:
+    # checked on the teacher's UNet (every tensor must fit), copied, stacked on the teacher; nothing trained
+    use: str | None = None
 
     @model_validator(mode="after")
     def _check_distill(self):

@@ -65,15 +65,41 @@ def _symlinks(path: Path) -> list[Problem]:
     return out
 
 
-def _stems(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXT}
+def stem_index(folder: Path) -> tuple[dict[str, Path], list[tuple[Path, Path]], list[Path]]:
+    """The image files of ``folder`` by stem, the (file, earlier file) pairs that share a stem (matching
+    by stem cannot tell them apart) and the files skipped as not an image type we read; hidden files
+    (``.DS_Store``) are ignored."""
+    by_stem: dict[str, Path] = {}
+    clashes, skipped = [], []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        if p.suffix.lower() not in IMAGE_EXT:
+            skipped.append(p)
+        elif p.stem in by_stem:
+            clashes.append((p, by_stem[p.stem]))
+        else:
+            by_stem[p.stem] = p
+    return by_stem, clashes, skipped
 
 
-def _folder_entries(path: Path, problems: list[Problem]) -> list[dict[str, Any]]:
+def _stems(folder: Path, report: ValidationReport) -> dict[str, Path]:
+    by_stem, clashes, skipped = stem_index(folder)
+    for p, first in clashes:
+        report.problems.append(Problem(str(p), None, f"has the same stem as {first.name} (files are matched by stem)",
+                                       "rename or remove one of the two"))
+    for p in skipped:   # a note, not a problem: its mask or image, if any, is reported as unmatched anyway
+        report.notes.append(Problem(str(p), None, f"skipped: {p.suffix or 'no extension'} is not an image type "
+                                    f"rorem reads ({' '.join(IMAGE_EXT)})", "convert it to PNG or JPEG to import it"))
+    return by_stem
+
+
+def _folder_entries(path: Path, report: ValidationReport) -> list[dict[str, Any]]:
     """``images/`` + ``masks/`` (+ ``gt/``) matched by file stem; unmatched names are problems."""
-    images, masks = _stems(path / "images"), _stems(path / "masks")
+    problems = report.problems
+    images, masks = _stems(path / "images", report), _stems(path / "masks", report)
     gt_dir = next((path / d for d in GT_DIRS if (path / d).is_dir()), None)
-    gts = _stems(gt_dir) if gt_dir else {}
+    gts = _stems(gt_dir, report) if gt_dir else {}
     for stem, f in images.items():
         if stem not in masks:
             problems.append(Problem(str(f), None, f"image has no mask (no masks/{stem}.*)",
@@ -118,7 +144,7 @@ def scan(path: Path, kind: str) -> tuple[list[dict[str, Any]], ValidationReport]
                                            "write meta.json as [{\"source\", \"mask\", \"GT\"}, ...] (RORem layout)"))
     elif (path / "images").is_dir() and (path / "masks").is_dir():
         meta = path / "images+masks"
-        entries = _folder_entries(path, report.problems)
+        entries = _folder_entries(path, report)
     else:
         report.problems.append(Problem(str(path), None, "neither meta.json nor images/ + masks/ found",
                                        "give a RORem dataset (meta.json) or a folder with images/ and masks/ "
@@ -210,7 +236,7 @@ def _params_updates(root: Path, params_path: Path, kind: str, rel: str, round_n:
     if kind == "seed":
         why = round_started(root, 1)
         if why:
-            probs.append(Problem("--kind seed", None, f"{why}: the seed set trains round 1",
+            probs.append(Problem("rorem import seed", None, f"{why}: the seed set trains round 1",
                                  "import new photos as a pool for the next round (`rorem import pool PATH`)"))
         upd = {("data", "seed"): rel}
         if 1 in rounds:
@@ -295,4 +321,4 @@ def import_dataset(root: Path, kind: str, path: Path, round_n: int | None = None
                         notes=notes)
 
 
-__all__ = ["ImportRefused", "ImportResult", "KINDS", "import_dataset", "round_started", "scan"]
+__all__ = ["ImportRefused", "ImportResult", "KINDS", "import_dataset", "round_started", "scan", "stem_index"]

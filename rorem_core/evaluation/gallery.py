@@ -129,7 +129,11 @@ def render(root: Path, out: Path, n: int) -> Path | None:
             '<p class="filters">show: ' + " ".join(
                 f'<button data-filter="{f}"{" class=on" if f == "all" else ""}>{f}</button>'
                 for f in ("all", "accepted", "rejected", "disagreement")) + "</p>",
-            f"<h2>Pool of round {n}: candidates, human verdicts, discriminator scores</h2>"]
+            '<p class="legend"><span class="good">&#9646;</span> accepted (by humans where asked, else by the '
+            'discriminator; a test row by the GT oracle, else the discriminator) &nbsp; <span class="bad">&#9646;'
+            '</span> rejected &nbsp; <span class="dis">&#9633;</span> humans and the discriminator disagree</p>']
+    if pool:    # a section (heading + rows) is hidden by the filter when none of its rows is shown
+        body.append(f"<section><h2>Pool of round {n}: candidates, human verdicts, discriminator scores</h2>")
     for row in pool:
         state = {True: "accepted", False: "rejected", None: "unjudged"}[row["accepted"]]
         cells = [_cell(_img(row["source"], out, copied), f"source {html.escape(row['id'])}"),
@@ -139,8 +143,10 @@ def render(root: Path, out: Path, n: int) -> Path | None:
                         and r["human"] != r["disc_ok"] else "") for r in row["results"]]
         body.append(f'<div class="row" data-state="{state}" data-disagree="{int(row["disagree"])}">'
                     + "".join(cells) + "</div>")
+    if pool:
+        body.append("</section>")
     if tests:
-        body.append(f"<h2>Test split: each model of round {n} (GT: masked PSNR vs GT; no GT: the discriminator's "
+        body.append(f"<section><h2>Test split: each model of round {n} (GT: masked PSNR vs GT; no GT: the discriminator's "
                     "score)</h2>")
     for row in tests:
         ok = [r["success"] for r in row["results"] if r["success"] is not None]
@@ -155,6 +161,8 @@ def render(root: Path, out: Path, n: int) -> Path | None:
         if row["gt"]:
             cells.append(_cell(_img(row["gt"], out, copied), "GT"))
         body.append(f'<div class="row test" data-state="{state}" data-disagree="0">' + "".join(cells) + "</div>")
+    if tests:
+        body.append("</section>")
     page = out / "gallery.html"
     page.write_text(PAGE.replace("{title}", f"rorem-loop round {n}").replace("{body}", "\n".join(body)))
     return page
@@ -166,7 +174,8 @@ body{font-family:sans-serif;margin:1em;background:#fafafa}
 .row{display:flex;flex-wrap:wrap;gap:6px;padding:6px;margin:4px 0;background:#fff;border:1px solid #ddd}
 .row[data-state=accepted]{border-left:6px solid #2a2}.row[data-state=rejected]{border-left:6px solid #c33}
 figure{margin:0;width:150px;font-size:11px}figure img{width:150px;height:auto;image-rendering:pixelated;display:block}
-figure.disagree{outline:3px solid orange}.good{color:#2a2}.bad{color:#c33}
+figure.disagree{outline:3px solid orange}.good{color:#2a2}.bad{color:#c33}.dis{color:orange;font-weight:bold}
+.legend{font-size:12px;color:#444}
 button{margin-right:4px}button.on{font-weight:bold;background:#333;color:#fff}
 </style></head><body>
 {body}
@@ -176,6 +185,8 @@ function show(f){
   document.querySelectorAll('.row').forEach(r=>{
     const ok = f==='all' || (f==='disagreement' ? r.dataset.disagree==='1' : r.dataset.state===f);
     r.style.display = ok ? '' : 'none';});
+  document.querySelectorAll('section').forEach(s=>{
+    s.style.display = Array.from(s.querySelectorAll('.row')).some(r=>r.style.display!=='none') ? '' : 'none';});
 }
 document.querySelectorAll('button[data-filter]').forEach(b=>b.addEventListener('click',()=>show(b.dataset.filter)));
 </script></body></html>

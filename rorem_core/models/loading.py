@@ -180,6 +180,34 @@ def load_lora_into(unet, lora_dir: str | Path, adapter_name: str = "default") ->
                            prefix="unet", adapter_name=adapter_name)
 
 
+def load_lora_checked(unet, lora_dir: str | Path, adapter_name: str = "default") -> None:
+    """``load_lora_into`` for a LoRA from outside the project (RORem's LCM LoRA): every LoRA tensor of
+    the file must land on a module of ``unet``. diffusers only logs the keys it cannot place, so a
+    LoRA of another UNet would otherwise load in part, silently; here it is an error naming the file."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors import safe_open
+
+    f = Path(lora_dir) / "pytorch_lora_weights.safetensors"
+    if not f.is_file():
+        raise FileNotFoundError(f"{lora_dir}: no pytorch_lora_weights.safetensors; give the folder of a "
+                                "diffusers-format LoRA (what `save_lora_weights` writes)")
+    check_local_weights(Path(lora_dir))
+    with safe_open(str(f), "pt") as sf:   # lora_A/B (peft) or lora.down/up (older diffusers); alphas aside
+        want = [k for k in sf.keys() if k.startswith("unet.") and "lora" in k and k.endswith("weight")]
+    fix = ("it was trained for another UNet: use it with the model it was made for (RORem's LCM LoRA: RORem's "
+           "UNet as bootstrap.sdxl_unet, SDXL preset)")
+    if not want:
+        raise ValueError(f"{f}: no UNet LoRA tensors (keys unet.*lora*); give a diffusers-format UNet LoRA")
+    try:
+        load_lora_into(unet, lora_dir, adapter_name)
+        placed = len(get_peft_model_state_dict(unet, adapter_name=adapter_name))
+    except (RuntimeError, ValueError, KeyError) as e:   # other shapes, or no module of that name at all
+        raise ValueError(f"{f}: LoRA does not fit this UNet ({str(e)[:300]}); {fix}") from e
+    if placed < len(want):
+        raise ValueError(f"{f}: only {placed} of its {len(want)} LoRA tensors match a module of this UNet "
+                         f"(e.g. {want[0]}); {fix}")
+
+
 def check_local_weights(folder: Path) -> None:
     """Refuse a truncated ``*.safetensors`` in a local model folder with the file and the fix
     (diffusers would say only "Unable to load weights"); hub ids (no such folder) pass."""

@@ -25,7 +25,7 @@ QUALITY_PROMPT = ("4K, high quality, masterpiece, Highly detailed, Sharp focus, 
                   "photorealistic, realistic")
 QUALITY_NEGATIVE = ("low quality, worst, bad proportions, blurry, extra finger, Deformed, disfigured, "
                     "unclear background")
-KINDS = ("sft", "dpo", "lcm")
+KINDS = ("sft", "dpo", "lcm", "rl")     # the models a round makes (RoundPaths.model)
 
 
 class ModelNotFound(ValueError):
@@ -34,7 +34,7 @@ class ModelNotFound(ValueError):
 
 def resolve_model(root: Path, name: str) -> tuple[Path, str]:
     """``--model`` -> (model dir, kind). Names: a path; ``base``; ``round-N`` (round N's SFT remover);
-    ``sft|dpo|lcm`` (the newest round that has one); ``sft|dpo|lcm@N``. An LCM model samples with LCM."""
+    ``sft|dpo|lcm|rl`` (the newest round that has one); ``KIND@N``. An LCM model samples with LCM."""
     root = Path(root)
     if Path(name).is_dir() or (root / name).is_dir() and "/" in name:
         p = Path(name) if Path(name).is_dir() else root / name
@@ -86,14 +86,14 @@ def remove_image(remover, image: Path, mask: Path, opts: RemoveOptions) -> np.nd
 
 
 def pairs_in(images: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Folder form: images and masks matched by stem; returns (pairs, problems naming unmatched files)."""
-    from rorem_core.data.importer import IMAGE_EXT
+    """Folder form: images and masks matched by stem; returns (pairs, problems naming unmatched files
+    and files that share a stem). Files of other types are skipped, as by ``rorem import``."""
+    from rorem_core.data.importer import stem_index
 
-    def stems(d: Path) -> dict[str, Path]:
-        return {p.stem: p for p in sorted(d.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXT}
-
-    im, mk = stems(images), stems(masks)
-    problems = [f"{im[s]}: no mask {masks}/{s}.* (add it or move the image out)" for s in im if s not in mk]
+    (im, im_clash, _), (mk, mk_clash, _) = stem_index(images), stem_index(masks)
+    problems = [f"{p}: same stem as {first.name} (files are matched by stem; rename or remove one)"
+                for p, first in im_clash + mk_clash]
+    problems += [f"{im[s]}: no mask {masks}/{s}.* (add it or move the image out)" for s in im if s not in mk]
     problems += [f"{mk[s]}: no image {images}/{s}.* (rename it to its image's stem)" for s in mk if s not in im]
     return [(im[s], mk[s]) for s in im if s in mk], problems
 

@@ -37,7 +37,7 @@ class Remover:
              device: str = "cpu", prompt: str = "", negative_prompt: str = "", guidance_scale: float = 1.0,
              lora: str | Path | None = None) -> "Remover":
         """``lora``: an extra LoRA dir (e.g. RORem's LCM LoRA) fused on top of the ref's UNet."""
-        from rorem_core.models.loading import load_lora_into
+        from rorem_core.models.loading import load_lora_checked
 
         dt = DTYPES[dtype]
         unet = load_unet(ref, dtype=dt).to(device).eval()
@@ -46,7 +46,7 @@ class Remover:
         if lora:
             if resolve_ref(ref).lora:
                 unet.unload_lora()   # keep the fused weights, drop the adapter modules before the next LoRA
-            load_lora_into(unet, lora, adapter_name="extra")
+            load_lora_checked(unet, lora, adapter_name="extra")   # a LoRA of another UNet: an error
             unet.fuse_lora()
         vae = load_vae(ref, dtype=torch.float32 if dtype == "fp16" else dt).to(device)
         cfg = guidance_scale > 1.0

@@ -1,9 +1,11 @@
 """Stage 11, distill: a 4-step LCM LoRA student from the remover teacher (adapters disabled =
 teacher), plain (reward_mode: none) or reward-weighted by discriminator scores (clamp | softmax).
-Output: a remover dir (lora/ + rorem_model.json) to sample with scheduler "lcm", 4 steps."""
+Output: a remover dir (lora/ + rorem_model.json) to sample with scheduler "lcm", 4 steps.
+``distill.use: DIR`` adopts a ready LCM LoRA (RORem's) as that dir instead of training one."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -11,9 +13,9 @@ from pydantic import BaseModel
 
 from rorem_core.config import DistillConfig
 from rorem_core.data.latents import latent_cache
-from rorem_core.io import atomic_dir
+from rorem_core.io import atomic_dir, write_json_atomic
 from rorem_core.models.conditioning import load_prompt_embeds
-from rorem_core.models.loading import load_scheduler_config
+from rorem_core.models.loading import load_lora_checked, load_scheduler_config, load_unet_fused, write_ref
 from rorem_core.preference.distill import LCMContext, discriminator_reward, distill_entries, make_distill_loss
 from rorem_core.preference.dpo import LoraPolicy, StepContext, history_tail, save_lora_remover
 from rorem_core.preference.pairs import labelled_batch_fn
@@ -28,10 +30,26 @@ class DistillResult(BaseModel):
     resumed_from: int
     n_train: int
     data: dict               # triplets / scored candidates / skipped unscored candidates
-    first_loss: float
-    last_loss: float
+    first_loss: float | None           # None: adopted (distill.use), nothing trained
+    last_loss: float | None
     train_last: dict         # mean of the last 10 steps' metrics (distill_unweighted, rwd_* ...)
     sampler: dict = {"scheduler": "lcm", "steps": 4}
+    adopted: str | None = None         # distill.use: the LoRA folder this round's LCM model is
+
+
+def adopt(cfg: DistillConfig, teacher: Path, out_dir: Path) -> DistillResult:
+    """``distill.use``: the LoRA must fit the teacher's UNet tensor for tensor (loading.load_lora_checked),
+    then it is copied to ``out_dir/lora`` and stacked on the teacher, as a distilled student would be."""
+    src = Path(cfg.use)
+    load_lora_checked(load_unet_fused(teacher), src, adapter_name="adopted")   # fail here, named, not later
+    res = DistillResult(out_dir=str(out_dir), reward_mode="none", steps=0, resumed_from=0, n_train=0, data={},
+                        first_loss=None, last_loss=None, train_last={}, adopted=str(src))
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "lora").mkdir()
+        shutil.copyfile(src / "pytorch_lora_weights.safetensors", tmp / "lora" / "pytorch_lora_weights.safetensors")
+        write_ref(tmp, teacher, unet=None, lora="lora")
+        write_json_atomic(tmp / "train_summary.json", {**res.model_dump(), "config": cfg.model_dump()})
+    return res
 
 
 def load_reward_fn(cfg: DistillConfig, path: Path | None, device):
@@ -49,6 +67,8 @@ def run(cfg: DistillConfig, teacher: Path, out_dir: Path, *, train: Sequence[Pat
         candidates: Sequence[Path] = (), reward_model: Path | None = None, round_id: int = 1) -> DistillResult:
     """Distil ``teacher`` into a 4-step LCM LoRA on z0 from ``train`` triplets and scored
     ``candidates``; with reward_scale > 0, ``reward_model`` (a discriminator dir) adds the RG-LCD term."""
+    if cfg.use:   # a ready LCM LoRA (e.g. RORem's) is this round's 4-step model: nothing is trained
+        return adopt(cfg, teacher, out_dir)
     if not (train or candidates):
         raise ValueError("distill: no data; pass --train (triplets) and/or --candidates (scored)")
     if cfg.reward_scale > 0 and reward_model is None:

@@ -126,7 +126,13 @@ def test_seed_without_gt_and_a_started_round_are_refused(project, tmp_path):
         import_dataset(project, "pool", d, round_n=1)
     with pytest.raises(ImportRefused, match="--round 5: params.yaml declares rounds 1..1"):
         import_dataset(project, "pool", d, round_n=5)
+    with pytest.raises(ImportRefused, match=r"(?s)rorem import seed: round 1 has already started .*trains round 1"
+                                             r".*fix: import new photos as a pool"):
+        import_dataset(project, "seed", write_folder(tmp_path / "with_gt"))
     assert _snapshot(project) == before
+    res = import_dataset(project, "pool", d)         # no --round: the next unstarted round, declared new
+    rounds = yaml.safe_load((project / "params.yaml").read_text())["rounds"]
+    assert res.params == {"rounds.2": res.path} and rounds["2"]["pool"] == res.path and "1" in rounds
 
 
 def test_partial_gt_and_an_empty_folder(project, tmp_path):
@@ -137,3 +143,36 @@ def test_partial_gt_and_an_empty_folder(project, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImportRefused, match="neither meta.json nor images/ \\+ masks/"):
         import_dataset(project, "pool", tmp_path / "empty")
+
+
+def test_meta_json_paths_out_of_path_are_refused(project, tmp_path):
+    d = tmp_path / "rorem"
+    (d / "source").mkdir(parents=True)
+    s, _, m = scene(40, 40, 1)
+    Image.fromarray(s).save(tmp_path / "secret.png")
+    Image.fromarray(s).save(d / "source" / "a.png")
+    Image.fromarray(m).save(d / "mask.png")
+    (d / "meta.json").write_text(json.dumps([{"source": "../secret.png", "mask": "mask.png"},
+                                             {"source": str(tmp_path / "secret.png"), "mask": "mask.png"},
+                                             {"source": "source/a.png", "mask": "mask.png"}]))
+    before = _snapshot(project)
+    with pytest.raises(ImportRefused) as e:
+        import_dataset(project, "pool", d)
+    assert "'../secret.png' escapes the dataset root" in str(e.value) and "is absolute" in str(e.value)
+    assert _snapshot(project) == before and not (project / "data").exists()
+
+
+def test_files_sharing_a_stem_are_refused_and_other_types_noted(project, tmp_path):
+    d = write_folder(tmp_path / "dup", gt=False)
+    Image.fromarray(scene(96, 64, 0)[0]).save(d / "images" / "plain0.jpg")      # plain0.png exists too
+    (d / "images" / "holiday.heic").write_bytes(b"not read")
+    (d / "images" / ".DS_Store").write_bytes(b"ignored")
+    with pytest.raises(ImportRefused) as e:
+        import_dataset(project, "pool", d)
+    msg = str(e.value)
+    assert "plain0.png: has the same stem as plain0.jpg" in msg and "rename or remove one of the two" in msg
+    assert "1 problem(s)" in msg                                            # the note is not a problem
+    assert "holiday.heic: skipped: .heic is not an image type" in msg and ".DS_Store" not in msg
+    (d / "images" / "plain0.jpg").unlink()
+    res = import_dataset(project, "pool", d)
+    assert res.n == 5 and any("holiday.heic: skipped" in n for n in res.notes)

@@ -77,6 +77,27 @@ def test_an_extra_lcm_lora_is_fused_for_generation(tiny_model, tmp_path):
     assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
 
 
+def test_an_lcm_lora_that_fits_only_in_part_is_refused_not_loaded_in_part(tiny_model, tmp_path):
+    """diffusers only logs LoRA keys it cannot place; an extra LoRA must fit tensor for tensor."""
+    from safetensors.torch import load_file, save_file
+
+    unet = load_unet(tiny_model)
+    add_lora(unet, 4, ["to_q", "to_v"], seed=3)
+    save_lora(unet, tmp_path / "lora")
+    sd = load_file(str(tmp_path / "lora" / "pytorch_lora_weights.safetensors"))
+    a = next(v for k, v in sd.items() if "lora_A" in k).clone()
+    b = next(v for k, v in sd.items() if "lora_B" in k).clone()
+    (tmp_path / "foreign").mkdir()      # two tensors for a module this UNet does not have
+    save_file({**sd, "unet.extra_block.to_q.lora_A.weight": a, "unet.extra_block.to_q.lora_B.weight": b},
+              str(tmp_path / "foreign" / "pytorch_lora_weights.safetensors"))
+    with pytest.raises(ValueError, match=rf"foreign/pytorch_lora_weights.safetensors: only {len(sd)} of its "
+                                         rf"{len(sd) + 2} LoRA tensors match a module of this UNet"):
+        Remover.load(tiny_model, cache_dir=str(tmp_path / "c"), resolution=64, lora=tmp_path / "foreign")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no pytorch_lora_weights.safetensors"):
+        Remover.load(tiny_model, cache_dir=str(tmp_path / "c"), resolution=64, lora=tmp_path / "empty")
+
+
 def _rorem_checkpoint(tiny_model, tmp_path):
     disc = build_discriminator(tiny_model, cache_dir=tmp_path / "cache",
                                info=DiscriminatorInfo(base=str(tiny_model), resolution=64, lora_rank=4))

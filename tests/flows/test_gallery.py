@@ -25,7 +25,8 @@ def _png(path: Path, arr) -> str:
 
 def make_round(root: Path) -> None:
     """Pool of 3 inputs x 2 candidates: A humans good + disc. accept; B humans bad + disc. accept
-    (disagreement); C not sent to humans, disc. rejects both. Test split: 2 inputs x SFT/DPO/LCM."""
+    (disagreement); C not sent to humans, disc. rejects both. Test split: 2 inputs x SFT/DPO/LCM and a
+    later model (evaluate_rl), which the gallery finds by its stage folder."""
     cand_dir = root / "data/candidates/round-1"
     cands, scored, auto = [], [], []
     disc = {"A": (0.9, 0.7), "B": (0.8, 0.6), "C": (0.2, 0.1)}
@@ -48,7 +49,7 @@ def make_round(root: Path) -> None:
                      ("results/auto_score/round-1.json", {"threshold": 0.5, "n_candidates": 6, "n_accepted": 4})):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(json.dumps(obj))
-    for stage in ("evaluate", "evaluate_dpo", "evaluate_lcm"):
+    for stage in ("evaluate", "evaluate_dpo", "evaluate_lcm", "evaluate_rl"):
         g = root / f"results/{stage}/round-1/gallery"
         index = []
         for j in range(2):
@@ -74,15 +75,17 @@ def test_gallery_images_load_and_filters_work(tmp_path, browser):
     page.goto((tmp_path / "reports/gallery.html").as_uri())
     page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
     imgs = page.evaluate("() => Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
-    assert len(imgs) == 3 * 4 + 2 * 6 and all(w > 0 for _, w in imgs), [s for s, w in imgs if not w]
+    assert len(imgs) == 3 * 4 + 2 * 7 and all(w > 0 for _, w in imgs), [s for s, w in imgs if not w]
     assert visible_rows(page) == ["source A", "source B", "source C", "source t0", "source t1"]
     text = page.inner_text("body")
     assert "human: bad" in text and "disc.: 0.80 (accept)" in text and "human: not asked" in text
-    assert "DPO" in text and "LCM 4-step" in text and "GT: 25.0 dB" in text
+    assert "DPO" in text and "LCM 4-step" in text and "RL\nGT: 25.0 dB" in text
+    assert "rejected" in text and "humans and the discriminator disagree" in text     # the legend
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "gallery_all.png"), full_page=True)
     page.click("button[data-filter=disagreement]")
     assert visible_rows(page) == ["source B"]
+    assert not page.locator("h2", has_text="Test split").is_visible()     # a section with no row shown hides
     page.screenshot(path=str(ARTIFACTS / "gallery_disagreement.png"), full_page=True)
     page.click("button[data-filter=accepted]")
     assert visible_rows(page) == ["source A", "source t0"]

@@ -32,3 +32,21 @@ def test_import_pool_is_dvc_tracked_and_idempotent(tmp_path, capsys):
     assert {p: p.read_text() for p in root.rglob("*.dvc") if p.is_file()} == dvc_files
     assert main(["import", "test", str(photos), "--round", "2", "--root", str(root)]) == 2
     assert "--round is for pools" in capsys.readouterr().err
+
+
+def test_a_refused_import_exits_1_naming_every_file_and_changes_nothing(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    photos = write_folder(tmp_path / "photos", gt=False)
+    (photos / "masks" / "rgba.png").unlink()                                     # an image without its mask
+    Image.new("L", (10, 10), 0).save(photos / "masks" / "orphan.png")           # a mask without its image
+    params = (root / "params.yaml").read_bytes()
+    assert main(["import", "seed", str(photos), "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: rorem import seed") and "nothing imported" in err
+    for needle in ("rgba.png: image has no mask", "orphan.png: mask has no image", "seed set needs ground truth"):
+        assert needle in err, needle
+    assert (root / "params.yaml").read_bytes() == params and not (root / "data").exists()

@@ -8,6 +8,7 @@ and discriminator numbers, the exported pipeline (plain diffusers, fresh process
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -113,6 +114,15 @@ def test_own_photos_round_with_people_export_and_full_resolution_remove(tmp_path
         disc = next(line for line in md.splitlines()[md.splitlines().index("## Discriminator agreement with "
                     "human labels (held-out inputs)") + 2:] if line.startswith("| 1 |"))
         assert re.match(r"\| 1 \| \d+ \| [\d.]+% \|", disc), disc                # held-out labels, accuracy
+        from rorem_core.contract import metrics as metrics_path
+        from rorem_core.evaluation.report import fmt
+
+        auto = json.loads((root / metrics_path("auto_score", 1)).read_text())   # the discriminator's numbers
+        assert cells[4:6] == [fmt(auto["n_candidates"] - auto["n_excluded"]), fmt(auto["n_accepted"])], row
+        held = json.loads((root / metrics_path("train_discriminator", 1)).read_text())["heldout"]["all"]
+        want = [fmt(held.get(k), kind) for k, kind in (("n", ""), ("accuracy", "%"), ("roc_auc", "3"), ("ece", "3"),
+                ("human_success_rate", "%"), ("est_success_rate", "%"), ("success_rate_deviation", "%"))]
+        assert [c.strip() for c in disc.strip().strip("|").split("|")][1:] == want, disc
         assert "Where the numbers come from" in md and "(gallery.html)" in md
         assert summary.tag == "round-1"
 

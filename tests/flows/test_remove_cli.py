@@ -69,3 +69,23 @@ def test_folder_form_prompts_and_bad_input(project, tmp_path, capsys):
     assert "mask is 10x10 but" in capsys.readouterr().err
     assert main(["remove", "a.png", "b.png", "--model", "dpo", "--root", str(root)]) == 1
     assert "no dpo model yet" in capsys.readouterr().err
+
+
+def test_model_names_include_the_rl_remover_and_ambiguous_stems_are_named(tmp_path):
+    from rorem_core.models.oneshot import ModelNotFound, pairs_in, resolve_model
+
+    for rel in ("models/rl/round-1", "models/rl/round-3", "models/remover/round-2"):
+        (tmp_path / rel).mkdir(parents=True)
+    assert resolve_model(tmp_path, "rl") == (tmp_path / "models/rl/round-3", "rl")
+    assert resolve_model(tmp_path, "rl@1") == (tmp_path / "models/rl/round-1", "rl")
+    assert resolve_model(tmp_path, "round-2") == (tmp_path / "models/remover/round-2", "sft")
+    with pytest.raises(ModelNotFound, match=r"no rl model of round 2 .*have rounds \[1, 3\]"):
+        resolve_model(tmp_path, "rl@2")
+    for d in ("images", "masks"):
+        (tmp_path / d).mkdir()
+    for name in ("images/a.jpg", "images/a.png", "masks/a.png", "images/b.png", "masks/b.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name)
+    pairs, problems = pairs_in(tmp_path / "images", tmp_path / "masks")
+    assert [p.name for p, _ in pairs] == ["a.jpg", "b.png"]
+    assert problems == [f"{tmp_path / 'images/a.png'}: same stem as a.jpg (files are matched by stem; rename or "
+                        "remove one)"]

@@ -176,3 +176,34 @@ def test_rg_lcd_term_with_the_project_discriminator(small_model, small_data, par
     assert 0.0 < res.train_last["reward_mean"] <= 1.0
     assert res.train_last["loss"] == pytest.approx(res.train_last["distill_unweighted"]
                                                    - 0.1 * res.train_last["reward_mean"], abs=1e-6)
+
+
+def test_a_ready_lcm_lora_is_adopted_as_the_rounds_4_step_model(small_model, params, tmp_path):
+    """distill.use (RORem's LCM LoRA): nothing is trained; the round's LCM model is the teacher with that
+    LoRA stacked, sampling exactly as the teacher with it fused (what generate.lora does); a LoRA made
+    for another UNet is refused naming the file before anything is written."""
+    from rorem_core.config.presets import TinyPresetConfig
+    from rorem_core.models.remover import Remover
+    from rorem_core.models.tiny import build_tiny_model
+    from rorem_core.models.unet import save_lora
+
+    unet, _ = _perturbed_student(small_model, seed=3)
+    save_lora(unet, tmp_path / "rorem_lcm")
+    p = params(distill={"use": str(tmp_path / "rorem_lcm")})
+    out = tmp_path / "models" / "lcm"
+    res = distill.run(stage_config("distill", p), small_model, out)          # no training data needed
+    assert res.adopted == str(tmp_path / "rorem_lcm") and res.steps == 0 and res.first_loss is None
+    assert json.loads((out / "train_summary.json").read_text())["sampler"] == {"scheduler": "lcm", "steps": 4}
+    img = torch.rand(2, 3, RES, RES) * 2 - 1
+    mask = torch.zeros(2, 1, RES, RES)
+    mask[..., 8:20, 8:20] = 1
+    run = lambda ref, **kw: Remover.load(ref, cache_dir=str(tmp_path / "c"), resolution=RES, **kw).remove(  # noqa: E731
+        img, mask, [1, 2], steps=4, scheduler="lcm", batch_size=2)
+    adopted = run(out)
+    torch.testing.assert_close(adopted, run(small_model, lora=tmp_path / "rorem_lcm"), atol=1e-5, rtol=0)
+    assert not torch.allclose(adopted, run(small_model), atol=1e-3)        # the LoRA is really in it
+    other = tmp_path / "other_base"
+    build_tiny_model(other, TinyPresetConfig(unet_channels=[32, 48, 48]), RES)
+    with pytest.raises(ValueError, match=r"rorem_lcm/pytorch_lora_weights.safetensors: LoRA does not fit"):
+        distill.run(stage_config("distill", p), other, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
