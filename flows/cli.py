@@ -105,6 +105,9 @@ def run_round(args: argparse.Namespace) -> int:
     """In this process (Prefect's ephemeral server unless one runs), or submitted to `rorem serve`
     when annotators are human and it runs (so the run can suspend at the gate)."""
     root = _root(args.root)
+    if why := _params_refusal(root):
+        print(f"error: {why}", file=sys.stderr)
+        return 1
     if args.annotators == "simulated" and (why := _simulated_refusal(root, args.round)):
         print(f"error: {why}", file=sys.stderr)
         return 1
@@ -137,6 +140,19 @@ def run_round(args: argparse.Namespace) -> int:
     print(f"round {summary.round}: " + ", ".join(f"{k} {v}" for k, v in summary.stages.items()))
     print(f"report: {summary.report or 'n/a'}" + (f"; tagged {summary.tag}" if summary.tag else ""))
     return 0
+
+
+def _params_refusal(root: Path) -> str | None:
+    """Why params.yaml cannot run a round (e.g. ``annotation.gold.share: 1``), else None: checked before
+    any stage, since the annotation section is otherwise first read at the gate, after the heavy stages."""
+    from annotation.cli import load_config
+    from rorem_core.config import ConfigError
+
+    try:
+        load_config(root)
+    except ConfigError as e:
+        return str(e)
+    return None
 
 
 def _simulated_refusal(root: Path, requested: int | None) -> str | None:

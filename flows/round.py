@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from flows.gate import annotation_gate
 from flows.worker import project_root
 from rorem_core import contract
+from tasks.annotation import annotation_config
 from tasks.rounds import Layout, add_round, declared_rounds, next_round, simulated_refusal, update_state
 from tasks.stages import StageResult, read_metrics, run_stage, runner
 from tasks.tracking import RoundTracker, tracker_settings
@@ -145,6 +146,7 @@ def rorem_round(params: RoundParams | None = None) -> RoundSummary:
     """One HITL round (module docstring). Returns what ran, the gate's outcome and the round's row."""
     p = params or RoundParams()
     root = project_root(p.root)      # "." on a worker = its project (flows.worker)
+    annotation_config(root)          # a bad params.yaml (e.g. annotation.gold.share: 1) stops here, not at the gate
     t0 = time.perf_counter()
     n, pool = resolve_round(root, p.round)
     if p.annotators == "simulated" and (why := simulated_refusal(root, n, pool)):

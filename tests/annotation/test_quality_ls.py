@@ -70,6 +70,9 @@ def test_round_without_gt_or_unanimous_labels_proceeds_without_gold(ls, new_roun
     assert q["gold"]["n_gold"] == 0 and q["gold"]["message"].startswith("no gold")
     assert res.scored == 4 and q["flagged"] == []
     assert all(row["gold_accuracy"] is None for row in q["annotators"].values())
+    build_report(ls.root, ls.root / "reports-31", [31])
+    section = (ls.root / "reports-31" / "report.md").read_text().split("## Annotation quality")[1]
+    assert "Round 31: **blind** review; gold: no gold: no known-good answers" in section
 
 
 def test_the_round_tasks_draw_gold_from_the_pools_hidden_gt(ls, new_round):

@@ -114,6 +114,28 @@ def test_plan_gold_draws_balanced_known_answers_that_look_like_candidates(tmp_pa
     assert again.items == plan.items   # deterministic
 
 
+def test_both_projects_get_instructions_with_the_rounds_gold_examples(tmp_path, new_round):
+    """Review and pairwise instructions show the round's two gold examples (good and bad, never tasks)
+    and the hotkeys; ``instructions: false`` leaves them out; prefill changes what they promise."""
+    r = new_round(tmp_path / "data", 10, n_inputs=5)
+    built = build_round_tasks(AnnotationConfig(gold={"share": 0.3}), 10, r.candidates, tmp_path / "data",
+                              hidden_meta=r.hidden)
+    assert set(built.instructions) == {"review", "pairwise"} and len(built.gold.examples) == 2
+    task_urls = {v for t in built.tasks["review"][0] for v in t["data"].values() if isinstance(v, str)}
+    for kind, html in built.instructions.items():
+        imgs = re.findall(r'<img src="([^"]+)"', html)
+        assert len(imgs) == 4 and not set(imgs) & task_urls, kind   # overlay + result per example, no task's image
+        assert "good: the object is gone" in html and "bad (object_remains)" in html and "Hotkeys" in html
+        assert "no answer is filled in for you" in html or kind == "pairwise"
+    assert "<kbd>1</kbd></td><td>good" in built.instructions["review"]
+    prefilled = build_round_tasks(AnnotationConfig(gold={"share": 0.3}, prefill=True), 10, r.candidates,
+                                  tmp_path / "data", hidden_meta=r.hidden)
+    assert "the model's guess is pre-selected" in prefilled.instructions["review"]
+    off = build_round_tasks(AnnotationConfig(gold={"share": 0.3}, instructions=False), 10, r.candidates,
+                            tmp_path / "data", hidden_meta=r.hidden)
+    assert off.instructions == {}
+
+
 def test_instructions_hotkeys_match_the_review_config():
     xml = label_config("review")
     declared = dict(re.findall(r'<Choice value="(\w+)" hotkey="(\w)"', xml))

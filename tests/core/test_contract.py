@@ -13,7 +13,7 @@ import yaml
 
 from rorem_core import contract
 from rorem_core.config import STAGES, ConfigError, load_params, parse_rounds, stage_config
-from tests.helpers.stage_deps import closure, missing_deps, resolved_stages
+from tests.helpers.stage_deps import closure, entry_module, missing_deps, resolved_stages
 
 REPO = Path(__file__).resolve().parents[2]
 PRESETS = sorted(p.name for p in REPO.glob("params*.yaml"))
@@ -121,6 +121,18 @@ def test_every_stage_depends_on_every_module_it_imports(tmp_path):
     stages = resolved_stages(dvc_project(tmp_path, "params.yaml"))
     assert len(stages) == len(contract.DVC_STAGES)
     assert missing_deps(stages) == {}, "add these files (or their folder) to the stages' deps in dvc.yaml"
+
+
+def test_each_stage_runs_the_module_named_after_it_and_has_a_registered_config(tmp_path):
+    """``name@N`` runs rorem_core/stages/<name>.py (evaluate_dpo / _lcm / _rl: evaluate.py on another
+    model), and the one registry STAGES lists exactly dvc.yaml's stages."""
+    stages = resolved_stages(dvc_project(tmp_path, "params.yaml"))
+    for name, (cmd, _) in stages.items():
+        stage = name.split("@")[0]
+        module = "evaluate" if stage.startswith("evaluate_") else stage
+        assert entry_module(cmd) == f"rorem_core.stages.{module}", f"{name} runs {cmd}"
+        assert (REPO / "rorem_core" / "stages" / f"{module}.py").is_file()
+    assert set(STAGES) == {n.split("@")[0] for n in stages} == set(contract.DVC_STAGES)
 
 
 def test_the_import_closure_sees_lazy_and_submodule_imports():

@@ -4,6 +4,8 @@ status from state files, report, resume without a server. Fast: no Prefect serve
 import json
 import time
 
+import pytest
+
 from flows import cli
 from tasks.rounds import Layout, add_round, update_state
 
@@ -84,3 +86,20 @@ def test_watcher_marks_a_round_whose_suspended_run_is_gone_as_failed(project, mo
     st = json.loads(Layout(project, 1).state.read_text())
     assert st["status"] == "failed" and "run the round again" in st["error"] and st["flow_run_id"] is None
     assert [s["round"] for s in serve.waiting_rounds(project)] == [2]     # round 1 is no longer polled
+
+
+@pytest.mark.parametrize("share", [1.0, -0.1])
+def test_a_gold_share_outside_zero_one_stops_the_round_before_any_stage(project, capsys, monkeypatch, share):
+    """The annotation section is first used at the gate; a bad one must not cost the stages before it."""
+    import flows.round
+
+    started = []
+    monkeypatch.setattr(flows.round, "rorem_round", lambda *a, **k: started.append(a))
+    with (project / "params.yaml").open("a") as f:
+        f.write(f"annotation:\n  gold:\n    share: {share}\n")
+    before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file() and ".git" not in p.parts}
+    assert cli.main(["round", "1", "--root", str(project), "--no-commit", "--no-push"]) == 1
+    err = capsys.readouterr().err
+    assert str(project / "params.yaml") in err and f"annotation.gold.share={share}: must be in [0, 1)" in err
+    assert started == []
+    assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file() and ".git" not in p.parts} == before

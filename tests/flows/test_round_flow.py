@@ -32,6 +32,17 @@ def test_round_runs_every_stage_in_order_then_commits_and_tags(prefect_harness, 
     assert state["status"] == "completed" and state["stages"]["evaluate@1"] == "ran"
 
 
+def test_a_bad_annotation_section_fails_the_flow_before_any_stage(prefect_harness, project, fake_runner, fake_gate):
+    """A run submitted to `rorem serve` or a worker does not pass through the CLI's check."""
+    from rorem_core.config import ConfigError
+
+    with (project / "params.yaml").open("a") as f:
+        f.write("annotation:\n  gold:\n    share: 1.0\n")
+    with pytest.raises(ConfigError, match=r"annotation\.gold\.share=1\.0: must be in \[0, 1\)"):
+        _run(project)
+    assert fake_runner.calls == [] and fake_gate.calls == []
+
+
 def test_rerun_of_a_finished_round_recomputes_nothing(prefect_harness, project, fake_runner, fake_gate):
     _run(project)
     fake_runner.calls.clear()

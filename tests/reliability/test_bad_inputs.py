@@ -345,6 +345,8 @@ PARAMS_CASES = [
      ["annotation.min_labels=3 exceeds annotation.overlap=2"]),
     ("params-annotation-unknown-key", {"annotation": {"prot": 8080}}, "annotation",
      ["annotation.prot", "Extra inputs", "unknown keys are rejected"]),
+    ("params-gold-share-one", {"annotation": {"gold": {"share": 1.0}}}, "annotation",
+     ["annotation.gold.share=1.0: must be in [0, 1)", "0 turns gold tasks off"]),
     ("params-annotation-remote-host", {"annotation": {"host": "0.0.0.0"}}, "annotation",
      ["annotation.host='0.0.0.0'", "loopback", "reverse proxy"]),
     ("params-invalid-yaml", "base: [unclosed\n", "generate", ["invalid YAML"]),
@@ -357,7 +359,6 @@ def _load(loader: str, path: Path):
         from annotation.cli import load_config
 
         return load_config(path.parent)
-    import rorem_core.preference.dpo  # noqa: F401  (both register their stage configs on import)
     from rorem_core.config import load_stage_config
 
     return load_stage_config(loader, path)

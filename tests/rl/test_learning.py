@@ -9,27 +9,14 @@ the test split's masked PSNR falls beyond its interval. Printed with ``pytest -m
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _bench():
-    if "bench_rl_learning" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_rl_learning", REPO / "benchmarks" / "bench_rl_learning.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench_rl_learning"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["bench_rl_learning"]
+from benchmarks import bench_rl_learning
 
 
 @pytest.mark.slow
 def test_a_controllable_reward_is_learned_and_the_guard_sees_the_hack(tiny_workspace, tmp_path):
-    b = _bench()
+    b = bench_rl_learning
     params, model, data = b.workspace(tiny_workspace.root, tmp_path)
     res = b.run_reward("brightness", params, model, data, tmp_path, steps=12)   # 6 rollouts
     b.show("brightness", res)
