@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,16 +28,15 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:   # run as a script: the repo root for `benchmarks.common`
+    sys.path.insert(0, str(REPO))
 
 
 def scratch_project(root: Path, steps: int, pool: int) -> None:
     """Copy the tracked project files, shrink params, git init + dvc init + commit."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if not rel.startswith(("tests/", ".dvc/")) and (REPO / rel).is_file():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
+    from benchmarks.common import copy_project_files
+
+    copy_project_files(root)
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["base"].update(wandb_mode="disabled", device="cpu")
     p["bootstrap"]["base_unet"] = os.environ.get("ROREM_TEST_BASE_UNET", "shipped")

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:   # run as a script: the repo root for `benchmarks.common`
+    sys.path.insert(0, str(REPO))
 
 
 # --tiny: a wiring check in minutes (the sizes of bench_orchestration.py), not a measurement
@@ -75,12 +76,9 @@ def apply_sets(params: dict, sets: dict[str, object]) -> dict:
 def scratch_copy(root: Path, sets: dict[str, object]) -> None:
     """This project's tracked (and untracked, not ignored) files without tests, params.yaml with
     ``sets`` applied (CPU, wandb off, a free Label Studio port), then git init + dvc init + commit."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if not rel.startswith(("tests/", ".dvc/")) and (REPO / rel).is_file():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
+    from benchmarks.common import copy_project_files
+
+    copy_project_files(root)
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["base"].update(wandb_mode="disabled", device="cpu")
     with socket.socket() as s:

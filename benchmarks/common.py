@@ -1,7 +1,10 @@
-"""What several benchmarks share: a tiny workspace bootstrapped once from the shipped params.yaml."""
+"""What several benchmarks share: a tiny workspace bootstrapped once from the shipped params.yaml, and
+a scratch copy of the project's files."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -29,3 +32,14 @@ def tiny_workspace(root: Path, **synthetic) -> dict:
     bootstrap.run(stage_config("bootstrap", params), root / "models/base", root / "data")
     path.write_text(yaml.safe_dump(params))
     return params
+
+
+def copy_project_files(root: Path) -> None:
+    """This project's tracked (and untracked, not ignored) files into ``root``, without tests/ and .dvc/
+    (a scratch project inits its own DVC)."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if not rel.startswith(("tests/", ".dvc/")) and (REPO / rel).is_file():
+            (Path(root) / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, Path(root) / rel)
