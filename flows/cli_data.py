@@ -79,7 +79,7 @@ def _remove(argv: list[str]) -> int:
     from rorem_core.config.base import ConfigError
     from rorem_core.data.images import ImageError, save_png
     from rorem_core.device import resolve_device
-    from rorem_core.models.oneshot import ModelNotFound, RemoveOptions, pairs_in, remove_many, resolve_model
+    from rorem_core.models.oneshot import ModelNotFound, RemoveOptions, pair_problems, pairs_in, remove_many, resolve_model
     from rorem_core.models.remover import Remover
 
     try:
@@ -97,13 +97,15 @@ def _remove(argv: list[str]) -> int:
             print(f"error: {args.image} is a folder, so MASK must be a folder of masks too", file=sys.stderr)
             return 2
         pairs, problems = pairs_in(args.image, args.mask)
+        problems += pair_problems(pairs)       # every unreadable file and bad mask, before any removal
         out_dir = args.out or args.image.parent / f"{args.image.name}_removed"
         outs = {img: out_dir / f"{img.stem}.png" for img, _ in pairs}
     else:
         pairs, problems = [(args.image, args.mask)], []
         outs = {args.image: args.out or args.image.with_name(f"{args.image.stem}_removed.png")}
     if problems:
-        print("error: unmatched or ambiguous files (nothing removed):\n  " + "\n  ".join(problems), file=sys.stderr)
+        print("error: unmatched, ambiguous or unusable files (nothing removed):\n  " + "\n  ".join(problems),
+              file=sys.stderr)
         return 1
     prompt, negative = (QUALITY_PROMPT, QUALITY_NEGATIVE) if args.quality_prompts else (args.prompt,
                                                                                        args.negative_prompt)

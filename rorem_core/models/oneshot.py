@@ -16,7 +16,7 @@ import numpy as np
 
 from rorem_core.contract import RoundPaths
 from rorem_core.data.fullres import default_feather, paste_back
-from rorem_core.data.images import load_mask, load_rgb
+from rorem_core.data.images import ImageError, load_mask, load_rgb
 from rorem_core.data.latents import image_to_tensor, mask_to_tensor
 from rorem_core.data.masks import dilate
 
@@ -68,14 +68,33 @@ class RemoveOptions:
     batch_size: int = 1
 
 
-def remove_image(remover, image: Path, mask: Path, opts: RemoveOptions) -> np.ndarray:
-    """One photo -> (H, W, 3) float [0, 1] at its own size, unchanged outside the feathered, dilated mask."""
+def load_pair(image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(photo (H, W, 3) float [0, 1], mask (H, W) bool); ImageError / ValueError naming the file and the fix
+    for an unreadable file, a mask of another size or an empty mask."""
     img, m = load_rgb(image), load_mask(mask)
     if m.shape != img.shape[:2]:
         raise ValueError(f"{mask}: mask is {m.shape[1]}x{m.shape[0]} but {image} is {img.shape[1]}x{img.shape[0]}; "
                          "give the mask the image's size")
     if not m.any():
         raise ValueError(f"{mask}: the mask is empty (no pixel >= 0.5): nothing to remove; draw the object")
+    return img, m
+
+
+def pair_problems(pairs: list[tuple[Path, Path]]) -> list[str]:
+    """Every pair :func:`load_pair` would refuse, one line each: the folder form checks all before
+    removing any (a bad mask half-way would otherwise stop a run with part of the results written)."""
+    problems = []
+    for image, mask in pairs:
+        try:
+            load_pair(image, mask)
+        except (ImageError, ValueError) as e:
+            problems.append(str(e))
+    return problems
+
+
+def remove_image(remover, image: Path, mask: Path, opts: RemoveOptions) -> np.ndarray:
+    """One photo -> (H, W, 3) float [0, 1] at its own size, unchanged outside the feathered, dilated mask."""
+    img, m = load_pair(image, mask)
     region = dilate(m, opts.dilation)
     res = remover.resolution
     out = remover.remove(image_to_tensor(img, res)[None], mask_to_tensor(region, res)[None], [opts.seed],
@@ -103,5 +122,6 @@ def remove_many(remover, pairs: list[tuple[Path, Path]], opts: RemoveOptions) ->
         yield image, remove_image(remover, image, mask, opts)
 
 
-__all__ = ["KINDS", "ModelNotFound", "QUALITY_NEGATIVE", "QUALITY_PROMPT", "RemoveOptions", "pairs_in",
+__all__ = ["KINDS", "ModelNotFound", "QUALITY_NEGATIVE", "QUALITY_PROMPT", "RemoveOptions", "load_pair",
+           "pair_problems", "pairs_in",
            "remove_image", "remove_many", "resolve_model"]

@@ -71,6 +71,20 @@ def test_folder_form_prompts_and_bad_input(project, tmp_path, capsys):
     assert "no dpo model yet" in capsys.readouterr().err
 
 
+def test_folder_form_checks_every_pair_before_removing_any(project, tmp_path, capsys):
+    """A mask of another size and an empty mask among good pairs: both named at once, nothing written."""
+    root, model = project
+    for i, (w, h) in enumerate([(64, 64), (80, 60), (60, 80)]):
+        _photo(tmp_path / "images", f"p{i}", w, h, i)
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(tmp_path / "masks" / "p1.png")   # wrong size
+    Image.fromarray(np.zeros((80, 60), np.uint8)).save(tmp_path / "masks" / "p2.png")        # empty
+    out = tmp_path / "out"
+    assert _remove(root, model, tmp_path / "images", tmp_path / "masks", "-o", out) == 1
+    err = capsys.readouterr().err
+    assert "p1.png: mask is 10x10 but" in err and "p2.png: the mask is empty" in err and "nothing removed" in err
+    assert not out.exists()
+
+
 def test_model_names_include_the_rl_remover_and_ambiguous_stems_are_named(tmp_path):
     from rorem_core.models.oneshot import ModelNotFound, pairs_in, resolve_model
 
