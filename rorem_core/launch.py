@@ -31,9 +31,11 @@ from rorem_core.config.base import ConfigError, Strict
 
 # Stage modules whose run() shards its inputs (rorem_core.parallel) or trains data-parallel (the trainer
 # under accelerate: gradients all-reduced, noise per global micro-batch) and publishes on the main
-# process only; each is tested with 2 gloo processes (tests/scale). train_rl is not among them yet.
+# process only; each is tested with 2 gloo processes (tests/scale). train_rl samples its rollouts
+# data-parallel and trains on them like the other training stages (rl/ddpo.py).
 MULTI_PROCESS_STAGES: frozenset[str] = frozenset(f"rorem_core.stages.{s}" for s in (
-    "generate", "select", "auto_score", "evaluate", "train_remover", "train_discriminator", "train_dpo", "distill"))
+    "generate", "select", "auto_score", "evaluate", "train_remover", "train_discriminator", "train_dpo", "distill",
+    "train_rl"))
 
 
 class LaunchSettings(Strict):

@@ -81,6 +81,15 @@ def shards() -> Shards:
     return Shards(dist.get_rank(), dist.get_world_size())
 
 
+def end_process_group() -> None:
+    """Destroy the process group after a stage's last collective (NCCL warns when it is left to the exit)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def flatten_in_order(parts: Sequence[Sequence[tuple[int, list[T]]]]) -> list[T]:
     """The gathered ``[(block_start, items), ...]`` of every process as one list in block order."""
     return [x for _, items in sorted((p for part in parts for p in part), key=lambda p: p[0]) for x in items]

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from rorem_core.config import ConfigError, load_stage_config
 from rorem_core.io import write_json_atomic
+from rorem_core.parallel import end_process_group
 
 
 def parser(stage: str, doc: str | None) -> argparse.ArgumentParser:
@@ -30,6 +31,7 @@ def run_main(stage: str, args: argparse.Namespace, body: Callable[[Any], Any]) -
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = body(cfg)
+    end_process_group()        # data-parallel stages: every process is past its last collective
     if result is not None:
         print(json.dumps(result.model_dump(mode="json") if hasattr(result, "model_dump") else result,
                          indent=2, default=str))

@@ -3,11 +3,11 @@ Rollouts: K samples per pool input from a stochastic DDIM sampler with per-step 
 a reward model (the round's discriminator, or the oracle on synthetic data); losses ppo (DDPO) or
 reinforce (group baseline), optional KL to the reference. The guard reports the held-out pool reward
 and the test split's oracle success / masked PSNR before and after (paired 95 % intervals) and stops
-early on a held-out plateau or a KL budget. Output: a remover dir like train_dpo's (docs/rl.md)."""
+early on a held-out plateau or a KL budget. Output: a remover dir like train_dpo's (docs/rl.md). Runs under
+N data-parallel processes like the other training stages (rollouts sampled by all, rl/ddpo.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +66,6 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
         with atomic_dir(out_dir) as tmp:
             write_json_atomic(tmp / SKIPPED, {"train_rl": "disabled (train_rl.enabled: false)"})
         return TrainRLResult(out_dir=str(out_dir), enabled=False)
-    if (world := int(os.environ.get("WORLD_SIZE", "1"))) > 1:
-        # the rollouts' sampling is data-parallel (rl/rollout.py), but the rollout epochs are counted in
-        # per-process micro-batches: under N processes they would not start on the same step everywhere
-        raise ValueError(f"train_rl was launched as {world} processes; it runs as one process for now (its rollout "
-                         "schedule is not yet multi-process): launch it with 1 process (docs/scaling.md)")
     res = cfg.base.resolution
     vae = load_vae(init)
     inputs = load_pool_inputs(pool, vae, res)                # refuses an empty pool, before anything is loaded
@@ -97,8 +92,7 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
                                 compute_loss=rl.compute_loss, work_dir=pol.work, run_name=pol.run_name,
                                 tracker_config=cfg.model_dump(), wandb_group=f"round-{round_id}", accelerator=pol.acc,
                                 batch_fn=rl.batch_fn, before_batch=rl.before_batch, should_stop=rl.should_stop)
-    if result.steps:   # a run resumed at its last checkpoint trained nothing here: reload the last rollout
-        rl.before_batch(result.steps * cfg.grad_accum - 1)
+    rl.finish(result.steps)
     unet.eval()
     held_after = rl.heldout_now()
     after = test_oracle(unet, smp, test_in, cfg.base.seed, cfg.success_db) if test_in else None

@@ -214,10 +214,11 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
 
     ``entries`` are latent-cache entry paths loaded with ``latents.load_batch``, unless ``batch_fn``
     (list of entries -> batch dict) says otherwise (e.g. preferred/rejected pairs).
-    Online stages (RL) pass ``before_batch(k)``, called before global micro-batch ``k`` (to sample a
-    new rollout with the current weights), and ``should_stop(step, history)``, asked after every
-    optimiser step (early stopping); both must be pure functions of the step and the saved state, so
-    a resumed run stops where an uninterrupted one does.
+    Online stages (RL) pass ``before_batch(g)``, called before global micro-batch ``g`` (process r's
+    k-th is k x N + r; to sample a new rollout with the current weights), and ``should_stop(step,
+    history)``, asked after every optimiser step (early stopping); both must be pure functions of the
+    step and the saved state, so a resumed run stops where an uninterrupted one does, and under N
+    processes both are called by every process at the same step (they may run collectives).
     Returns the result and the unwrapped model (the caller saves it where the stage's outputs go).
     """
     from diffusers.optimization import get_scheduler
@@ -252,8 +253,8 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
         micro_logs = []
         for micro in range(params.grad_accum):
             k = step * params.grad_accum + micro
-            if before_batch is not None:
-                before_batch(k)
+            if before_batch is not None:     # the global index (BatchPlan's): the same schedule for any N
+                before_batch(k * acc.num_processes + acc.process_index)
             with acc.accumulate(model):
                 loss, metrics = compute_loss(plan.batch(k), plan.generator(k), model)
                 acc.backward(loss)
@@ -279,7 +280,8 @@ def run_training(*, base: BaseConfig, params: TrainParams, model: torch.nn.Modul
     for h in hooks:
         h.remove()
     acc.wait_for_everyone()
-    acc.end_training()
+    for tracker in acc.trackers:   # not acc.end_training(): it also destroys the process group, and a stage may
+        tracker.finish()           # still sample data-parallel after training (train_rl's guard); _cli ends it
     return TrainResult(steps=step, resumed_from=resumed_from, losses=log_windows(history, params.log_every),
                        history=history), acc.unwrap_model(model)
 

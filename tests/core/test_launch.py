@@ -1,6 +1,5 @@
 """The one launcher (rorem_core.launch): settings from params, the command it builds, its refusals, and
-that launch settings never make a stage stale. Multi-process runs themselves are issue 17 items 2-4
-(not done: every stage is refused more than one process)."""
+that launch settings never make a stage stale. Multi-process runs themselves are tested in tests/scale."""
 
 import shutil
 import subprocess
@@ -61,8 +60,9 @@ def test_refusals_before_anything_starts(tmp_path):
         check("rorem_core.stages.generate", LaunchSettings(config_file="configs/accelerate/nope.yaml"), REPO, (8, "x"))
     check("rorem_core.stages.generate", LaunchSettings(config_file="configs/accelerate/multi_gpu.yaml"), REPO, (8, "x"))
     check("rorem_core.stages.generate", LaunchSettings(processes=2), REPO, (8, "x"))    # data-parallel
+    check("rorem_core.stages.train_rl", LaunchSettings(processes=2), REPO, (8, "x"))     # rollouts data-parallel
     with pytest.raises(ConfigError, match="does not shard its work across processes"):
-        check("rorem_core.stages.train_rl", LaunchSettings(processes=2), REPO, (8, "x"))
+        check("rorem_core.stages.bootstrap", LaunchSettings(processes=2), REPO, (8, "x"))
 
 
 def test_several_cpu_processes_go_through_torchrun():

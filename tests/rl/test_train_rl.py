@@ -211,12 +211,31 @@ def test_disabled_stage_writes_a_skipped_marker(rl_model, rl_data, tmp_path):
     assert not res.enabled and json.loads((tmp_path / "out" / train_rl.SKIPPED).read_text())
 
 
-def test_under_several_processes_it_refuses_before_any_work(rl_model, rl_data, tmp_path, monkeypatch):
-    """Its rollout schedule is single-process for now: a multi-process launch stops with the fix, nothing written."""
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="launched as 2 processes; it runs as one process"):
-        _run(tmp_path, rl_model, rl_data)
-    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+def test_a_step_samples_every_rollout_any_of_its_processes_trains_on():
+    """Global micro-batches: 5 per rollout, 2 per step (2 processes, or 1 with grad_accum 2). The step of
+    micro-batches 4 and 5 straddles rollouts 0 and 1: both are sampled at its start, by every process."""
+    from rorem_core.rl.ddpo import step_rollouts
+
+    assert [list(step_rollouts(g, 2, 5)) for g in range(8)] == [[0], [0], [0], [0], [0, 1], [0, 1], [1], [1]]
+    assert list(step_rollouts(7, 4, 2)) == [2, 3] and list(step_rollouts(3, 1, 5)) == [0]
+
+
+def test_processes_that_do_not_share_the_work_dir_stop_before_any_rollout(rl_model, rl_data, tmp_path, monkeypatch):
+    """Sampling is collective: processes that see different rollout files (no shared work dir) would sample
+    apart and wait for each other forever; they stop with the fix instead."""
+    from rorem_core.parallel import Shards
+    from rorem_core.rl import ddpo
+
+    class Apart(Shards):              # process 0 of 2; process 1 sees the opposite
+        def gather(self, obj):
+            return [obj, not obj]
+
+    rl, _ = _loop(tmp_path, rl_model, rl_data)
+    rl.sh = Apart(0, 2)
+    monkeypatch.setattr(ddpo, "collect_rollout", lambda *a, **k: pytest.fail("a rollout ran"))
+    with pytest.raises(RuntimeError, match=r"rollout-0.safetensors exists for process\(es\) \[1\] of 2 only.*"
+                                           r"base.work_dir"):
+        rl.before_batch(0)
 
 
 def _cmd(tmp: Path, model: Path, data: Path) -> list[str]:
