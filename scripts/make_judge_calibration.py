@@ -41,11 +41,12 @@ def _np(x: torch.Tensor) -> np.ndarray:
     return ((x.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1).astype(np.float32)
 
 
-def base_model(scratch: Path) -> Path:
-    """Bootstrap the tiny preset's model dir (shipped base UNet) in ``scratch``."""
+def base_model(scratch: Path, texture_scale: float = 1.0) -> Path:
+    """Bootstrap the tiny preset's model dir (the shipped base UNet of ``texture_scale``) in ``scratch``."""
     from rorem_core.stages import bootstrap
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["bootstrap"]["synthetic"]["texture_scale"] = texture_scale
     params["base"].update(cache_dir=str(scratch / "cache"), work_dir=str(scratch / "work"),
                           wandb_mode="disabled", device="cpu")
     params["bootstrap"]["synthetic"].update({"n_seed": 8, "n_test": 8, "pool_size": 4, "n_pools": 1})
@@ -87,6 +88,36 @@ def near_clean_fills(scenes) -> dict[str, list[np.ndarray]]:
     return out
 
 
+def operating_point_fills(scenes, model: Remover) -> dict[str, list[np.ndarray]]:
+    """Batch 3: scenes of ``texture_scale`` 5 and the fills of its base remover, the range where a
+    clean and a not-clean fill differ by a few grey levels: the remover (Euler 50); the same with the
+    mean colour error inside the hole removed; the remover started from the GT noised to strength 0.3
+    and 0.6 (SDEdit: near-GT fills with the model's own small errors); the ceiling; the GT."""
+    src = torch.stack([image_to_tensor(s.source, 64) for s in scenes])
+    msk = torch.stack([mask_to_tensor(s.mask, 64) for s in scenes])
+    gt = torch.stack([image_to_tensor(s.gt, 64) for s in scenes])
+    seeds = list(range(len(scenes)))
+    out = {"gt": [s.gt for s in scenes]}
+    with torch.no_grad():
+        dec = model.vae.decode(encode_images(model.vae, gt) / model.vae.config.scaling_factor).sample
+        out["ae_ceiling"] = [_np(x) for x in composite(dec.float().clamp(-1, 1), src, msk)]
+    res = [_np(x) for x in composite(model.remove(src, msk, seeds, steps=50, scheduler="euler"), src, msk)]
+    out["remover_50"] = res
+    out["remover_50_offset_removed"] = [_without_offset(r, s) for r, s in zip(res, scenes)]
+    for strength in (0.3, 0.6):
+        fill = model.remove(gt, msk, seeds, steps=50, scheduler="euler", strength=strength)
+        out[f"sdedit_{strength}"] = [_np(x) for x in composite(fill, src, msk)]
+    return out
+
+
+def _without_offset(result: np.ndarray, scene) -> np.ndarray:
+    """``result`` with the mean colour error inside the hole (vs the GT) subtracted there."""
+    m = scene.mask
+    out = result.copy()
+    out[m] = np.clip(result[m] - (result[m] - scene.gt[m]).mean(0), 0, 1)
+    return out
+
+
 def pair_png(source: np.ndarray, result: np.ndarray) -> np.ndarray:
     gap = np.ones((source.shape[0], 2, 3), np.float32)
     img = np.concatenate([source, gap, result], axis=1)
@@ -99,13 +130,24 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=28, help="scenes per set; half easy, half hard")
     ap.add_argument("--batch2", type=int, default=0, metavar="N",
                     help="append batch 2 instead: N more scenes with near-clean fills (GT, ceiling at f=4 and f=2)")
+    ap.add_argument("--batch3", type=int, default=0, metavar="N",
+                    help="append batch 3 instead: N more scenes of texture_scale 5 after batches 1-2 (--scenes, "
+                         "--batch2 give their sizes) with its base remover's fills")
     args = ap.parse_args()
     torch.manual_seed(0)
-    out = args.out
-    first = len(json.loads((out / "key.json").read_text())) if args.batch2 else 0
-    lo, hi = (args.scenes, args.scenes + args.batch2) if args.batch2 else (0, args.scenes)
-    scenes = {i: make_scene(i, size=64, band="easy" if i % 2 == 0 else "hard", salt=SALT) for i in range(lo, hi)}
-    if args.batch2:
+    out, appended = args.out, bool(args.batch2 or args.batch3)
+    first = len(json.loads((out / "key.json").read_text())) if appended else 0
+    lo = args.scenes + (args.batch2 if args.batch3 else 0) if appended else 0
+    hi = lo + (args.batch3 or args.batch2 or args.scenes)
+    scale = 5.0 if args.batch3 else 1.0
+    scenes = {i: make_scene(i, size=64, band="easy" if i % 2 == 0 else "hard", salt=SALT, texture_scale=scale)
+              for i in range(lo, hi)}
+    if args.batch3:
+        scratch = Path(tempfile.mkdtemp(prefix="judge-cal-"))
+        model_dir, params = base_model(scratch, texture_scale=scale)
+        model = Remover.load(model_dir, cache_dir=params["base"]["cache_dir"], resolution=64, device="cpu")
+        methods = {m: dict(zip(scenes, v)) for m, v in operating_point_fills(list(scenes.values()), model).items()}
+    elif args.batch2:
         methods = {m: dict(zip(scenes, v)) for m, v in near_clean_fills(list(scenes.values())).items()}
     else:
         scratch = Path(tempfile.mkdtemp(prefix="judge-cal-"))
@@ -113,20 +155,20 @@ def main() -> None:
         model = Remover.load(model_dir, cache_dir=params["base"]["cache_dir"], resolution=64, device="cpu")
         methods = {m: dict(zip(scenes, v)) for m, v in fills(list(scenes.values()), model).items()}
     items = [(m, i) for m in methods for i in scenes]
-    order = np.random.default_rng(14 if args.batch2 else 13).permutation(len(items))
+    order = np.random.default_rng(15 if args.batch3 else 14 if args.batch2 else 13).permutation(len(items))
     (out / "items").mkdir(parents=True, exist_ok=True)
     (out / "raw").mkdir(exist_ok=True)
     for i, s in scenes.items():
         for name, a in (("source", s.source), ("mask", s.mask), ("gt", s.gt)):
             save_png(out / "raw" / f"s{i:02d}_{name}.png", a.astype(np.float32))
-    key = json.loads((out / "key.json").read_text()) if args.batch2 else []
-    listing = json.loads((out / "list.json").read_text()) if args.batch2 else []
+    key = json.loads((out / "key.json").read_text()) if appended else []
+    listing = json.loads((out / "list.json").read_text()) if appended else []
     for n, k in enumerate(order, start=first):
         method, i = items[k]
         s, res = scenes[i], methods[method][i]
         save_png(out / "items" / f"{n:03d}.png", pair_png(s.source, res))
         key.append({"item": f"{n:03d}", "method": method, "scene": i, "band": s.info["band"],
-                    "texture": s.info["texture"], "shadow": s.info["shadow"],
+                    "texture": s.info["texture"], "shadow": s.info["shadow"], "texture_scale": scale,
                     "masked_psnr": round(masked_psnr(res, s.gt, s.mask), 2)})
         save_png(out / "raw" / f"{n:03d}_result.png", res)
         listing.append({"item": f"{n:03d}", "source": f"raw/s{i:02d}_source.png", "mask": f"raw/s{i:02d}_mask.png",

@@ -37,9 +37,9 @@ FOOTPRINT_DIFF = 0.15   # a hole pixel belongs to the object when source and GT 
 RING_PX = 4             # width of the surrounding ring whose texture masks errors, px
 REMAINS_MAX = 0.5       # fixed a priori: the object remains when most of its footprint is kept
 # fitted by `python -m rorem_core.evaluation.judge_calibration` on the calibration set's fit half (see docs/judge.md)
-FLOOR = 0.005           # visibility floor of the masking denominator (colour-length units)
-SMUDGE_MAX = 1.68       # low-pass residual / (activity + FLOOR)
-TEXTURE_MAX = 0.499     # high-pass residual / (activity + FLOOR)
+FLOOR = 0.003           # visibility floor of the masking denominator (colour-length units)
+SMUDGE_MAX = 1.748      # low-pass residual / (activity + FLOOR)
+TEXTURE_MAX = 0.558     # high-pass residual / (activity + FLOOR)
 
 
 @dataclass(frozen=True)

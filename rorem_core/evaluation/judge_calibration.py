@@ -1,8 +1,8 @@
 """Fit the judge's thresholds on the human-judged calibration set and measure its held-out agreement.
 
 The set (``tests/fixtures/judge_calibration``, made by ``scripts/make_judge_calibration.py``) holds
-296 removals from 52 scenes with blind human verdicts. It is split **by scene**: scenes whose pair
-index ``scene // 2`` is even (13 easy + 13 hard) form the fit half, the others the held-out half, so no
+416 removals from 72 scenes with blind human verdicts. It is split **by scene**: scenes whose pair
+index ``scene // 2`` is even (18 easy + 18 hard) form the fit half, the others the held-out half, so no
 scene is in both. On the fit half:
 
 - ``FLOOR`` is chosen by leave-one-scene-out cross-validation inside the fit half (Cohen's kappa of
