@@ -222,13 +222,14 @@ def _run(cmd: list[str]) -> None:
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 
-def _flat(d: dict, prefix: str = "", drop: set = frozenset()) -> dict:
-    """{"a.b": leaf} for a nested metrics dict, without the keys in ``drop``."""
+def _flat(d: dict | list, prefix: str = "", drop: set = frozenset()) -> dict:
+    """{"a.b": leaf, "a.c.0": leaf} for nested metrics (dicts and lists, e.g. an interval), without the
+    keys in ``drop``."""
     out = {}
-    for k, v in d.items():
+    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
         if k in drop:
             continue
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, (dict, list)) else {f"{prefix}{k}": v})
     return out
 
 
