@@ -31,7 +31,7 @@ import numpy as np
 
 from annotation.config import GoldConfig
 from annotation.convert import BAD, GOOD
-from rorem_core.data.formats import Candidate, FormatError, resolve_in_root
+from rorem_core.data.formats import Candidate, FormatError, read_hidden_gt, resolve_in_root
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,8 @@ def read_unanimous(labels_dir: Path | None, min_votes: int) -> list[tuple[dict, 
 
 
 def _hidden_gt(hidden_meta: Path | None) -> dict[str, Path]:
-    if hidden_meta is None or not Path(hidden_meta).is_file():
-        return {}
-    rows = json.loads(Path(hidden_meta).read_text(encoding="utf-8"))
-    return {r["id"]: resolve_in_root(Path(hidden_meta).parent, r["GT"], where=str(hidden_meta)) for r in rows}
+    """The pool's hidden GT, or {} when it has none (gold then comes from earlier labels only)."""
+    return read_hidden_gt(hidden_meta) if hidden_meta is not None and Path(hidden_meta).is_file() else {}
 
 
 def _key(input_id: str, round_id: int, taken: set[str], counts: dict[str, int]) -> str:

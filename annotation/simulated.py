@@ -27,7 +27,7 @@ import numpy as np
 from annotation.client import LabelStudioClient
 from annotation.config import AnnotationConfig
 from annotation.convert import BAD, GOOD, PREF, QUALITY, REASON
-from rorem_core.data.formats import Candidate, FormatError, read_candidates, resolve_in_root
+from rorem_core.data.formats import Candidate, FormatError, read_candidates, read_hidden_gt
 from rorem_core.data.images import load_mask, load_rgb
 from rorem_core.evaluation.metrics import ORACLE_PSNR_DB, masked_psnr
 
@@ -39,16 +39,6 @@ class SimulationReport:
     created: dict[str, int] = field(default_factory=dict)   # project kind -> annotations created
     skipped: dict[str, int] = field(default_factory=dict)   # project kind -> cancelled (skipped) ones
     already: dict[str, int] = field(default_factory=dict)   # project kind -> (task, annotator) already done
-
-
-def read_hidden_gt(path: Path) -> dict[str, Path]:
-    """``data/hidden/round-N/meta.json`` = ``[{"id", "GT"}]`` -> {input id: GT file}."""
-    path = Path(path)
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: cannot read the hidden ground truth ({e})") from e
-    return {r["id"]: resolve_in_root(path.parent, r["GT"], where=str(path)) for r in rows}
 
 
 class Oracle:

@@ -125,6 +125,20 @@ def read_json_list(path: Path, what: str = "entries (RORem meta.json)",
     return data
 
 
+def read_hidden_gt(path: str | Path) -> dict[str, Path]:
+    """A pool's hidden ground truth (``data/hidden/round-N``, a folder or its ``meta.json`` =
+    ``[{"id", "GT", ...}]``) -> {input id: GT file}, every path checked inside its folder. FormatError
+    naming the file for a missing or malformed one; the one reader of hidden GT (simulated annotators,
+    gold tasks, the RL oracle reward, auto-acceptance precision)."""
+    meta = dataset_file(path)
+    rows = read_json_list(meta, "hidden GT entries {id, GT}",
+                          "hidden GT exists for synthetic pools only (data/hidden/round-N)")
+    try:
+        return {str(r["id"]): resolve_in_root(meta.parent, r["GT"], where=str(meta)) for r in rows}
+    except (KeyError, TypeError) as e:
+        raise FormatError(f"{meta}: a hidden GT entry lacks {e}; expected [{{'id', 'GT'}}, ...]") from e
+
+
 def _parse(model: type[T], data: Sequence[Any], path: Path) -> list[T]:
     out, problems = [], []
     for i, entry in enumerate(data):
@@ -192,5 +206,5 @@ def write_candidates(path: str | Path, candidates: Iterable[Candidate]) -> None:
 
 
 __all__ = ["Candidate", "FormatError", "Pair", "PoolItem", "Triplet", "IMAGE_KEYS",
-           "read_candidates", "read_pairs", "read_pool", "read_triplets", "resolve_in_root",
+           "read_candidates", "read_hidden_gt", "read_pairs", "read_pool", "read_triplets", "resolve_in_root",
            "write_candidates", "write_entries"]

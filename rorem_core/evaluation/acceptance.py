@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from rorem_core.data.formats import dataset_file, read_hidden_gt
 from rorem_core.evaluation.metrics import proportion_ci95
 
 
@@ -27,14 +28,7 @@ def acceptance_precision(clean: Sequence[bool], reasons: Sequence[str | None] = 
 
 def hidden_gt(hidden: Path) -> dict[str, Path]:
     """{input id: GT file} from a hidden-GT folder or its meta.json; {} when there is none."""
-    meta = hidden / "meta.json" if hidden.is_dir() else hidden
-    if not meta.is_file():
-        return {}
-    try:
-        rows = json.loads(meta.read_text(encoding="utf-8"))
-        return {str(r["id"]): meta.parent / r["GT"] for r in rows}
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{meta}: cannot read the hidden GT ({e}); expected [{{'id', 'GT'}}, ...]") from e
+    return read_hidden_gt(hidden) if dataset_file(hidden).is_file() else {}
 
 
 def judge_accepted(accepted_meta: Path, hidden: Path) -> dict | None:

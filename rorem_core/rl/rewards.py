@@ -15,7 +15,6 @@ generate stage writes it), masks (B, 1, R, R) in {0, 1} and the pool input ids.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rorem_core.data.formats import dataset_file, read_hidden_gt
 from rorem_core.data.images import load_rgb
 from rorem_core.data.latents import encode_images, image_to_tensor, mask_to_latent
 from rorem_core.evaluation.metrics import masked_psnr
@@ -100,13 +100,11 @@ class OracleReward:
 
     @classmethod
     def load(cls, hidden: str | Path | None, *, resolution: int, success_db: float, **_) -> "OracleReward":
-        meta = Path(hidden) / "meta.json" if hidden and Path(hidden).is_dir() else Path(hidden or "")
-        if not hidden or not meta.is_file():
+        if not hidden or not dataset_file(hidden).is_file():
             raise ValueError(f"train_rl.reward=oracle needs the pool's hidden ground truth (--hidden "
                              f"data/hidden/round-N, got {hidden}); it exists for synthetic data only. On real "
                              "data set train_rl.reward: discriminator")
-        rows = json.loads(meta.read_text())
-        gts = {r["id"]: image_to_tensor(load_rgb(meta.parent / r["GT"]), resolution) for r in rows}
+        gts = {i: image_to_tensor(load_rgb(p), resolution) for i, p in read_hidden_gt(hidden).items()}
         return cls(gts, success_db)
 
     def __call__(self, results, sources, masks, ids):
