@@ -47,13 +47,29 @@ def oracle_success(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray,
     return masked_psnr(pred, gt, mask) >= threshold_db
 
 
+Z95 = 1.959963984540054   # two-sided 95 % normal quantile
+
+
 def proportion_ci95(successes: int, n: int) -> tuple[float, float]:
     """Wilson 95 % interval for a success rate (used wherever a rate is printed)."""
     if n == 0:
         return (0.0, 1.0)
-    z = 1.959963984540054
+    z = Z95
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_ci95(before, after) -> dict:
+    """Mean paired difference (after - before) with a normal-approximation 95 % interval
+    (mean +- 1.96 sd / sqrt(n), sd with ddof 1); n is the number of paired items (inputs or test
+    images). One pair has no spread to estimate: its interval is infinite."""
+    d = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    n = len(d)
+    if n == 0:
+        return {"n": 0, "before": float("nan"), "after": float("nan"), "delta": float("nan"), "ci95": [float("nan")] * 2}
+    half = Z95 * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("inf")
+    return {"n": n, "before": float(np.mean(before)), "after": float(np.mean(after)), "delta": float(d.mean()),
+            "ci95": [float(d.mean() - half), float(d.mean() + half)]}

@@ -22,17 +22,15 @@ evaluate the base):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rorem_core.evaluation.metrics import proportion_ci95
+from rorem_core.evaluation.metrics import paired_ci95, proportion_ci95
 from rorem_core.evaluation.report import FILES, dig, fmt, md_table, read_json, round_row
 
 NA = "n/a"
 BANDS = ("easy", "hard")
-Z95 = 1.959963984540054
 PER_IMAGE = "results/evaluate/round-{n}/per_image.json"
 # the bars of issue 13 (parts 2-4)
 CEILING_MIN = 0.95          # the autoencoder ceiling judged clean, each band
@@ -68,13 +66,11 @@ def paired_change(ref: Sequence[Mapping] | None, new: Sequence[Mapping] | None, 
     """Paired change of judged success on ``band`` from ``ref`` to ``new`` (images matched by id):
     {n, change, ci95}; None when no image is in both."""
     before = {r["id"]: _good(r) for r in ref or [] if r.get("band") == band and "id" in r}
-    d = [int(_good(r)) - int(before[r["id"]]) for r in new or [] if r.get("band") == band and r.get("id") in before]
-    if not d:
+    pairs = [(int(before[r["id"]]), int(_good(r))) for r in new or [] if r.get("band") == band and r.get("id") in before]
+    if not pairs:
         return None
-    n, mean = len(d), sum(d) / len(d)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
-    half = Z95 * sd / math.sqrt(n)
-    return {"n": n, "change": mean, "ci95": [mean - half, mean + half]}
+    c = paired_ci95(*zip(*pairs))
+    return {"n": c["n"], "change": c["delta"], "ci95": c["ci95"]}
 
 
 def _rate(k: int | None, n: int | None) -> dict | None:

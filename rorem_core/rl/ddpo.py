@@ -44,18 +44,6 @@ from rorem_core.rl.sampler import transition_log_prob
 from rorem_core.training.losses import gaussian_kl_same_std, get_loss
 
 
-def paired_ci95(before: Sequence[float], after: Sequence[float]) -> dict:
-    """Mean paired difference (after - before) with a normal-approximation 95 % interval
-    (mean +- 1.96 sd / sqrt(n)); n is the number of paired items (inputs or test images)."""
-    d = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
-    n = len(d)
-    if n == 0:
-        return {"n": 0, "before": float("nan"), "after": float("nan"), "delta": float("nan"), "ci95": [float("nan")] * 2}
-    half = 1.959963984540054 * d.std(ddof=1) / math.sqrt(n) if n > 1 else float("inf")
-    return {"n": n, "before": float(np.mean(before)), "after": float(np.mean(after)), "delta": float(d.mean()),
-            "ci95": [float(d.mean() - half), float(d.mean() + half)]}
-
-
 def step_rollouts(g: int, per_step: int, per_rollout: int) -> range:
     """The rollouts that the optimiser step of global micro-batch ``g`` trains on, on any process: a step
     is ``per_step`` consecutive global micro-batches, a rollout ``per_rollout`` of them (module doc)."""

@@ -17,12 +17,13 @@ from rorem_core import contract
 from rorem_core.config import TrainRLConfig
 from rorem_core.data.formats import dataset_file
 from rorem_core.device import resolve_device
+from rorem_core.evaluation.metrics import paired_ci95
 from rorem_core.evaluation.no_gt import has_gt
 from rorem_core.io import atomic_dir, write_json_atomic
 from rorem_core.models.conditioning import load_prompt_embeds
 from rorem_core.models.loading import load_scheduler_config, load_vae
 from rorem_core.preference.dpo import LoraPolicy, StepContext, history_tail, save_lora_remover
-from rorem_core.rl.ddpo import OnlineRL, paired_ci95
+from rorem_core.rl.ddpo import OnlineRL
 from rorem_core.rl.rewards import load_reward
 from rorem_core.rl.rollout import (
     Sampling,

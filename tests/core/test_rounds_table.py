@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from rorem_core.evaluation.rounds_table import Z95, band_success, paired_change, render, rounds_table
+from rorem_core.evaluation.metrics import Z95
+from rorem_core.evaluation.rounds_table import band_success, paired_change, render, rounds_table
 
 
 def _images(easy: str, hard: str) -> list[dict]:
