@@ -256,6 +256,9 @@ class TrainRLConfig(TrainParams):
     kl_budget: float | None = Field(None, gt=0)   # stop when the last rollout's mean KL to the reference exceeds it
     heldout_fraction: float = Field(0.2, gt=0, lt=1)  # pool inputs never rolled out: the guard's held-out reward
     heldout_max: int | None = Field(40, ge=1)
+    # seed-split triplets (--seed data/seed) that join the rollout inputs, chosen from base.seed: more inputs
+    # with GT for the oracle; rollout inputs only (the held-out guard stays pool inputs); 0 = the pool only
+    seed_inputs: int = Field(0, ge=0)
     patience: int = Field(3, ge=0)           # rollouts without a held-out reward gain before stopping; 0 = never
     min_delta: float = Field(0.0, ge=0)
     test_images: int | None = Field(100, ge=1)    # test split images for the oracle before/after (None = all)

@@ -3,14 +3,15 @@ loader here or calling ``register``).
 
 A reward model scores composited removals: ``reward(results, sources, masks, ids) -> [B]`` with
 images (B, 3, R, R) in [-1, 1] (the result already pasted into the source outside the mask, as the
-generate stage writes it), masks (B, 1, R, R) in {0, 1} and the pool input ids.
+generate stage writes it), masks (B, 1, R, R) in {0, 1} and the input ids: pool ids, and with
+``train_rl.seed_inputs`` seed-split ids prefixed ``seed:`` (every reward gets both kinds alike).
 
 * ``discriminator``: the round's discriminator score (calibrated probability with loss "bce"), the
   same VAE encoding and input layout as auto-scoring. Its base must be the remover's base: its
   encoder reads the remover's latent space.
 * ``oracle`` (synthetic data only): masked PSNR (dB) against the hidden ground truth, the quantity
-  the evaluation's oracle success thresholds (``rorem_core.evaluation.metrics``). An upper-bound
-  ablation: real data has no ground truth.
+  the evaluation's oracle success thresholds (``rorem_core.evaluation.metrics``); for seed inputs,
+  against the seed split's own GT (``seed_gt``). An upper-bound ablation: real pools have no ground truth.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class DiscriminatorReward:
 
 
 class OracleReward:
-    """Masked PSNR (dB) vs the hidden GT of each pool input; success = PSNR >= success_db."""
+    """Masked PSNR (dB) vs the GT of each input (pool: hidden GT; seed: the seed split's GT);
+    success = PSNR >= success_db."""
 
     name = "oracle"
 
@@ -99,19 +101,20 @@ class OracleReward:
         self.gts, self.success_threshold = gts, success_db
 
     @classmethod
-    def load(cls, hidden: str | Path | None, *, resolution: int, success_db: float, **_) -> "OracleReward":
+    def load(cls, hidden: str | Path | None, *, resolution: int, success_db: float,
+             seed_gt: dict[str, torch.Tensor] | None = None, **_) -> "OracleReward":
         if not hidden or not dataset_file(hidden).is_file():
             raise ValueError(f"train_rl.reward=oracle needs the pool's hidden ground truth (--hidden "
                              f"data/hidden/round-N, got {hidden}); it exists for synthetic data only. On real "
                              "data set train_rl.reward: discriminator")
         gts = {i: image_to_tensor(load_rgb(p), resolution) for i, p in read_hidden_gt(hidden).items()}
-        return cls(gts, success_db)
+        return cls({**gts, **(seed_gt or {})}, success_db)   # seed ids are prefixed: no pool id is overwritten
 
     def __call__(self, results, sources, masks, ids):
         missing = [i for i in ids if i not in self.gts]
         if missing:
-            raise ValueError(f"oracle reward: no hidden GT for pool inputs {missing[:3]}; pass the hidden folder of "
-                             "the same round as --pool")
+            raise ValueError(f"oracle reward: no GT for inputs {missing[:3]}; pass the hidden folder of the same "
+                             "round as --pool (seed inputs take theirs from --seed)")
         return torch.tensor([masked_psnr(to_unit(results[i]), to_unit(self.gts[k]), masks[i, 0].numpy() > 0.5)
                              for i, k in enumerate(ids)], dtype=torch.float32)
 
@@ -121,14 +124,15 @@ REWARDS: dict[str, Loader] = {
     "discriminator": lambda *, discriminator, remover, cache_dir, resolution, device, **_:
         DiscriminatorReward.load(discriminator, remover=remover, cache_dir=cache_dir, resolution=resolution,
                                  device=device),
-    "oracle": lambda *, hidden, resolution, success_db, **_:
-        OracleReward.load(hidden, resolution=resolution, success_db=success_db),
+    "oracle": lambda *, hidden, resolution, success_db, seed_gt=None, **_:
+        OracleReward.load(hidden, resolution=resolution, success_db=success_db, seed_gt=seed_gt),
 }
 
 
 def register(name: str, loader: Loader) -> None:
     """Add a reward model: ``loader(**kw) -> RewardModel``, kw = discriminator, hidden, remover,
-    cache_dir, resolution, device, success_db (take what you need, accept ``**_``)."""
+    cache_dir, resolution, device, success_db, seed_gt ({seed input id: GT (3, R, R) in [-1, 1]}, empty
+    without seed inputs) (take what you need, accept ``**_``)."""
     REWARDS[name] = loader
 
 

@@ -1,5 +1,6 @@
-"""Rollouts: pool inputs as tensors, K sampled removals per input with their trajectories, rewards,
-group advantages, and the fixed-seed evaluations of the reward-hacking guard.
+"""Rollouts: pool inputs (and optionally a few seed-split inputs) as tensors, K sampled removals per
+input with their trajectories, rewards, group advantages, and the fixed-seed evaluations of the
+reward-hacking guard.
 
 A rollout of epoch e holds, for G inputs x K samples (N = G K rows, input-major):
     latents (N, S+1, 4, h, w)  the sampled chain x_T .. x_0      log_probs (N, S) under the sampling weights
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rorem_core.data.formats import read_pool, read_triplets, resolve_in_root
+from rorem_core.data.formats import Triplet, dataset_file, read_pool, read_triplets, resolve_in_root
 from rorem_core.data.images import load_mask, load_rgb
 from rorem_core.data.latents import encode_images, image_to_tensor, mask_to_latent, mask_to_tensor
 from rorem_core.evaluation.metrics import masked_psnr
@@ -46,7 +47,7 @@ class Inputs:
     mask: torch.Tensor     # (N, 1, R, R) in {0, 1}
     lat_mask: torch.Tensor  # (N, 1, h, w)
     masked: torch.Tensor   # (N, 4, h, w) latent of the masked source
-    gt: torch.Tensor | None = None  # (N, 3, R, R), test split only
+    gt: torch.Tensor | None = None  # (N, 3, R, R): triplet splits (test, seed) only
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -59,6 +60,17 @@ class Inputs:
     def cond(self, idx, device) -> dict:
         idx = torch.as_tensor(idx, dtype=torch.long)
         return {"mask": self.lat_mask[idx].to(device), "masked": self.masked[idx].to(device)}
+
+    def join(self, other: "Inputs") -> "Inputs":
+        """self's rows then other's (row indices into self stay valid); GT only where both have it."""
+        clash = sorted(set(self.ids) & set(other.ids))
+        if clash:
+            raise ValueError(f"train_rl: rollout input ids {clash[:3]} occur twice (pool and seed split); every "
+                             f"input needs its own id (seed inputs are prefixed {SEED_PREFIX!r}): rename them")
+        gt = None if self.gt is None or other.gt is None else torch.cat([self.gt, other.gt])
+        return Inputs(self.ids + other.ids, *(torch.cat([a, b]) for a, b in
+                                              ((self.src, other.src), (self.mask, other.mask),
+                                               (self.lat_mask, other.lat_mask), (self.masked, other.masked))), gt)
 
     @classmethod
     def encode(cls, vae, ids, src, mask, gt=None) -> "Inputs":
@@ -83,11 +95,58 @@ def load_pool_inputs(pool: Path, vae, resolution: int) -> Inputs:
 def load_test_inputs(test: Path, vae, resolution: int, max_images: int | None) -> Inputs:
     meta = test / "meta.json" if test.is_dir() else test
     ts = read_triplets(meta)[:max_images]
+    return load_triplet_inputs(meta, [triplet_id(t, i) for i, t in enumerate(ts)], ts, vae, resolution)
+
+
+def triplet_id(t: Triplet, i: int) -> str:
+    """A triplet's id (synthetic splits write one; an imported split may not: its index then)."""
+    return getattr(t, "id", None) or str(i)
+
+
+def load_triplet_inputs(meta: Path, ids: Sequence[str], ts: Sequence[Triplet], vae, resolution: int) -> Inputs:
+    """Triplets of the split ``meta`` (paths relative to its folder) as Inputs with their GT."""
     f = lambda rel: resolve_in_root(meta.parent, rel, where=str(meta))  # noqa: E731
     src = torch.stack([image_to_tensor(load_rgb(f(t.source)), resolution) for t in ts])
     mask = torch.stack([mask_to_tensor(load_mask(f(t.mask)), resolution) for t in ts])
     gt = torch.stack([image_to_tensor(load_rgb(f(t.GT)), resolution) for t in ts])
-    return Inputs.encode(vae, [getattr(t, "id", None) or str(i) for i, t in enumerate(ts)], src, mask, gt)
+    return Inputs.encode(vae, ids, src, mask, gt)
+
+
+# Seed inputs (train_rl.seed_inputs): a few triplets of the seed split join the rollout inputs. Their ids
+# carry this prefix so they never clash with pool ids ("r1-p0007"), and the oracle reward finds their GT
+# in the seed split itself (the pool's hidden GT has none of them).
+SEED_PREFIX = "seed:"
+
+
+def pick_seed_triplets(seed_split: Path | None, n: int, base_seed: int) -> tuple[Path | None, list[str], list[Triplet]]:
+    """(the seed split's meta.json, rollout ids, triplets) of the ``n`` seed inputs. Chosen from
+    ``base_seed`` and the split alone, so a resumed run and `dvc repro` pick the same ones. Reads only the
+    split's meta.json: the refusals come before any model or image is loaded."""
+    if n == 0:
+        return None, [], []
+    if seed_split is None:
+        raise ValueError(f"train_rl.seed_inputs={n} but no seed split was given; pass --seed data/seed (dvc.yaml's "
+                         "train_rl passes ${data.seed}), or set train_rl.seed_inputs: 0")
+    meta = dataset_file(seed_split)
+    ts = read_triplets(meta)
+    if len(ts) < n:
+        raise ValueError(f"train_rl.seed_inputs={n} but the seed split {meta} has {len(ts)} triplets; set "
+                         f"train_rl.seed_inputs to at most {len(ts)} (or import a bigger seed split)")
+    rows = sorted(np.random.default_rng([base_seed, 17]).choice(len(ts), size=n, replace=False).tolist())
+    ids = [SEED_PREFIX + triplet_id(ts[i], i) for i in rows]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:   # the oracle finds a GT by id: two triplets under one id would share one GT
+        raise ValueError(f"train_rl.seed_inputs: the seed split {meta} repeats the ids {twice[:3]}; give every "
+                         "triplet its own id in that meta.json")
+    return meta, ids, [ts[i] for i in rows]
+
+
+def with_seed_inputs(pool: Inputs, rollout_rows: Sequence[int], seed: Inputs | None) -> tuple[Inputs, list[int]]:
+    """(pool + seed inputs, rollout rows + the seed rows). The held-out rows (pool rows, from ``split_heldout``)
+    stay valid and never include a seed input: the guard measures the pool's distribution."""
+    if seed is None or not len(seed):
+        return pool, list(rollout_rows)
+    return pool.join(seed), list(rollout_rows) + list(range(len(pool), len(pool) + len(seed)))
 
 
 def split_heldout(ids: Sequence[str], fraction: float, seed: int, max_heldout: int | None) -> tuple[list[int], list[int]]:

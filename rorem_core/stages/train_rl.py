@@ -1,10 +1,11 @@
 """Stage 10c, train_rl: online RL on the round's remover (a LoRA; reference = adapters disabled).
-Rollouts: K samples per pool input from a stochastic DDIM sampler with per-step log-probs, scored by
-a reward model (the round's discriminator, or the oracle on synthetic data); losses ppo (DDPO) or
-reinforce (group baseline), optional KL to the reference. The guard reports the held-out pool reward
-and the test split's oracle success / masked PSNR before and after (paired 95 % intervals) and stops
-early on a held-out plateau or a KL budget. Output: a remover dir like train_dpo's (docs/rl.md). Runs under
-N data-parallel processes like the other training stages (rollouts sampled by all, rl/ddpo.py)."""
+Rollouts: K samples per pool input (and per chosen seed input, train_rl.seed_inputs) from a stochastic
+DDIM sampler with per-step log-probs, scored by a reward model (the round's discriminator, or the oracle
+on synthetic data); losses ppo (DDPO) or reinforce (group baseline), optional KL to the reference. The
+guard reports the held-out pool reward and the test split's oracle success / masked PSNR before and
+after (paired 95 % intervals) and stops early on a held-out plateau or a KL budget. Output: a remover
+dir like train_dpo's (docs/rl.md). Runs under N data-parallel processes like the other training stages
+(rollouts sampled by all, rl/ddpo.py)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,16 @@ from rorem_core.preference.dpo import LoraPolicy, StepContext, history_tail, sav
 from rorem_core.rl.ddpo import OnlineRL
 from rorem_core.rl.rewards import load_reward
 from rorem_core.rl.rollout import (
+    Inputs,
     Sampling,
     load_pool_inputs,
     load_test_inputs,
+    load_triplet_inputs,
+    pick_seed_triplets,
     split_heldout,
     test_oracle,
     trajectory_bytes,
+    with_seed_inputs,
 )
 from rorem_core.rl.sampler import DDIMSchedule
 from rorem_core.stages import _cli
@@ -49,7 +54,8 @@ class TrainRLResult(BaseModel):
     resumed_from: int = 0
     rollouts: int = 0
     stopped_early: str | None = None
-    n_rollout_inputs: int = 0
+    n_rollout_inputs: int = 0      # pool inputs not held out + seed inputs
+    n_seed_inputs: int = 0
     n_heldout: int = 0
     trajectory_bytes_per_sample: int = 0   # stored per rollout sample (latents, log-probs, indices)
     heldout_reward: dict = {}      # paired_ci95 over held-out pool inputs (reward of one fixed-seed sample)
@@ -62,22 +68,24 @@ class TrainRLResult(BaseModel):
 
 
 def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discriminator: Path | None = None,
-        hidden: Path | None = None, test: Path | None = None, round_id: int = 1) -> TrainRLResult:
+        hidden: Path | None = None, test: Path | None = None, seed: Path | None = None,
+        round_id: int = 1) -> TrainRLResult:
     if not cfg.enabled:
         with atomic_dir(out_dir) as tmp:
             write_json_atomic(tmp / SKIPPED, {"train_rl": "disabled (train_rl.enabled: false)"})
         return TrainRLResult(out_dir=str(out_dir), enabled=False)
     res = cfg.base.resolution
+    seed_meta, seed_ids, seed_ts = pick_seed_triplets(seed, cfg.seed_inputs, cfg.base.seed)  # refusals first
     vae = load_vae(init)
-    inputs = load_pool_inputs(pool, vae, res)                # refuses an empty pool, before anything is loaded
-    if len(inputs) < 2:
-        raise ValueError(f"train_rl: the pool {pool} has {len(inputs)} input; the held-out guard needs >= 2")
-    roll, held = split_heldout(inputs.ids, cfg.heldout_fraction, cfg.base.seed, cfg.heldout_max)
+    inputs, roll, held, seed_gt = rollout_inputs(cfg, pool, vae, seed_meta, seed_ids, seed_ts)
     # the reward model is checked (registered name, base = the remover's, files present) before any rollout
     reward = load_reward(cfg.reward, discriminator=discriminator, hidden=hidden, remover=init,
                          cache_dir=cfg.base.cache_dir, resolution=res, device=resolve_device(cfg.base.device),
-                         success_db=cfg.success_db)
-    pol = LoraPolicy.setup(cfg, init, f"train_rl/round-{round_id}", str(pool), str(discriminator), str(hidden), str(test))
+                         success_db=cfg.success_db, seed_gt=seed_gt)
+    # the seed split keys the work dir only when it is used: seed_inputs 0 resumes the runs it did before
+    seed_key = (f"seed={seed}",) if seed_ids else ()
+    pol = LoraPolicy.setup(cfg, init, f"train_rl/round-{round_id}", str(pool), str(discriminator), str(hidden), str(test),
+                           *seed_key)
     ctx = StepContext.from_scheduler(load_scheduler_config(init), load_prompt_embeds(init, cfg.base.cache_dir), res,
                                      pol.device)
     smp = Sampling(cond=ctx.cond, sched=DDIMSchedule.make(ctx.alphas_cumprod, cfg.sampler_steps, ctx.prediction_type),
@@ -99,7 +107,8 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
     after = test_oracle(unet, smp, test_in, cfg.base.seed, cfg.success_db) if test_in else None
     out = TrainRLResult(
         out_dir=str(out_dir), loss=cfg.loss, reward=cfg.reward, steps=result.steps, resumed_from=result.resumed_from,
-        rollouts=rl.epoch + 1, stopped_early=rl.stop_reason, n_rollout_inputs=len(roll), n_heldout=len(held),
+        rollouts=rl.epoch + 1, stopped_early=rl.stop_reason, n_rollout_inputs=len(roll), n_seed_inputs=len(seed_ids),
+        n_heldout=len(held),
         trajectory_bytes_per_sample=trajectory_bytes(rl.rollout) if rl.rollout else 0,
         heldout_reward=paired_ci95(held_before, held_after),
         test_success=paired_ci95(before["success"], after["success"]) if before else {},
@@ -111,6 +120,20 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
             save_lora_remover(unet, init, tmp, {**out.model_dump(), "losses": result.losses,
                                                            "history": result.history, "config": cfg.model_dump()})
     return out
+
+
+def rollout_inputs(cfg: TrainRLConfig, pool: Path, vae, seed_meta: Path | None, seed_ids: list[str],
+                   seed_ts: list) -> tuple[Inputs, list[int], list[int], dict]:
+    """(pool + seed inputs, rollout rows, held-out rows, {seed input id: its GT}). The held-out rows are drawn
+    from the pool alone (the guard measures the pool's distribution); the seed inputs join the rollout rows."""
+    res = cfg.base.resolution
+    inputs = load_pool_inputs(pool, vae, res)                # refuses an empty pool, before anything is loaded
+    if len(inputs) < 2:
+        raise ValueError(f"train_rl: the pool {pool} has {len(inputs)} input; the held-out guard needs >= 2")
+    roll, held = split_heldout(inputs.ids, cfg.heldout_fraction, cfg.base.seed, cfg.heldout_max)
+    seed_in = load_triplet_inputs(seed_meta, seed_ids, seed_ts, vae, res) if seed_ids else None
+    inputs, roll = with_seed_inputs(inputs, roll, seed_in)
+    return inputs, roll, held, dict(zip(seed_ids, seed_in.gt)) if seed_in else {}
 
 
 def summarise_history(history: list[dict]) -> dict:
@@ -130,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--discriminator", type=Path, help="reward=discriminator: the round's discriminator")
     p.add_argument("--hidden", type=Path, help="reward=oracle: the pool's hidden ground truth (synthetic data)")
     p.add_argument("--test", type=Path, help="test split for the oracle before/after (the guard)")
+    p.add_argument("--seed", type=Path, help="the seed split: train_rl.seed_inputs of its triplets join the rollouts")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--metrics", type=Path)
     args = p.parse_args(argv)
@@ -139,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         # the oracle is an upper-bound ablation; pools without GT, e.g. imported photos, have none)
         hidden = args.hidden or (Path(contract.hidden_for_pool(str(args.pool))) if cfg.reward == "oracle" else None)
         res = run(cfg, args.init, args.pool, args.out, discriminator=args.discriminator, hidden=hidden,
-                  test=args.test, round_id=args.round)
+                  test=args.test, seed=args.seed, round_id=args.round)
         _cli.write_metrics(args.metrics, res.model_dump())
         return res
 
