@@ -23,7 +23,7 @@ from rorem_core.config import stage_config
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:   # run as a script: the repo root for `benchmarks.common`
     sys.path.insert(0, str(REPO))
-METHODS = ("remover", "ae_ceiling", "telea", "ring_mean", "leave_object")
+METHODS = ("remover", "ae_ceiling", "telea", "harmonic", "ring_mean", "leave_object")
 
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from rorem_core import contract
+from rorem_core.evaluation.scoring import reference_fills
 from rorem_core.io import write_json_atomic, write_text_atomic
 
 # path patterns relative to the project root ({n} = round), all from the round contract
@@ -45,7 +46,7 @@ CURVES = {kind: contract.RoundPaths(0).train_summary(kind).replace("round-0", "r
 HELDOUT = "models/discriminator/round-{n}/heldout_scores.json"   # [{label, score}] on held-out inputs
 SAMPLES = contract.OUTS["evaluate"][0]                            # the remover's sample grid
 BOOTSTRAP = contract.BOOTSTRAP_METRICS
-REFERENCES = {"leave_object", "ring_mean", "telea", "ae_ceiling"}   # evaluate's reference fills
+REFERENCES = {*reference_fills(), "ae_ceiling"}   # evaluate's reference fills
 NA = "n/a"
 
 

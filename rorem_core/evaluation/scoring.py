@@ -55,9 +55,9 @@ def _agg(rows: list[dict]) -> dict:
 
 
 def reference_fills() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
-    from rorem_core.evaluation.baselines import leave_object, ring_mean, telea
+    from rorem_core.evaluation.baselines import harmonic, leave_object, ring_mean, telea
 
-    return {"leave_object": leave_object, "ring_mean": ring_mean, "telea": telea}
+    return {"leave_object": leave_object, "ring_mean": ring_mean, "telea": telea, "harmonic": harmonic}
 
 
 def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], path: Path) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rorem_core.data.synthetic import make_scene
-from rorem_core.evaluation.baselines import BASELINES, leave_object, ring_mean, telea
+from rorem_core.evaluation.baselines import BASELINES, harmonic, leave_object, ring_mean, telea
 from rorem_core.evaluation.metrics import masked_psnr
 
 
@@ -17,10 +17,11 @@ def _mean_psnr(fill, scenes):
     return float(np.mean([masked_psnr(fill(sc.source, sc.mask), sc.gt, sc.mask) for sc in scenes]))
 
 
-def test_telea_and_ring_beat_leaving_the_object(scenes):
+def test_telea_ring_and_harmonic_beat_leaving_the_object(scenes):
     leave = _mean_psnr(leave_object, scenes)
     assert _mean_psnr(telea, scenes) > leave + 6
     assert _mean_psnr(ring_mean, scenes) > leave + 6
+    assert _mean_psnr(harmonic, scenes) > _mean_psnr(ring_mean, scenes)   # it meets the surroundings everywhere
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))
@@ -49,8 +50,22 @@ def test_ring_mean_fills_with_ring_colour():
     assert np.allclose(out[4, 4], [0.8, 0, 0])
 
 
-def test_ring_mean_full_mask_falls_back_to_grey():
-    out = ring_mean(np.zeros((4, 4, 3), np.float32), np.ones((4, 4), bool))
+def test_harmonic_is_exact_on_a_linear_gradient_and_averages_the_neighbours_of_one_pixel():
+    ramp = np.linspace(0.2, 0.9, 16, dtype=np.float32)
+    src = np.stack([np.tile(ramp, (16, 1)), np.tile(ramp[:, None], (1, 16)), np.full((16, 16), 0.4, np.float32)], -1)
+    m = np.zeros((16, 16), bool)
+    m[3:11, 5:14] = True
+    assert np.abs(harmonic(src, m) - src).max() < 1e-5    # a plane is harmonic: the hole is refilled exactly
+    one = np.zeros((3, 3, 3), np.float32)
+    one[0, 1], one[2, 1], one[1, 0], one[1, 2] = 0.1, 0.2, 0.3, 0.6
+    m = np.zeros((3, 3), bool)
+    m[1, 1] = True
+    assert np.allclose(harmonic(one, m)[1, 1], 0.3)        # (0.1 + 0.2 + 0.3 + 0.6) / 4
+
+
+@pytest.mark.parametrize("fill", [ring_mean, harmonic])
+def test_full_mask_falls_back_to_grey(fill):
+    out = fill(np.zeros((4, 4, 3), np.float32), np.ones((4, 4), bool))
     assert np.allclose(out, 0.5)
 
 

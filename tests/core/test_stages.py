@@ -68,7 +68,7 @@ def test_evaluate_reports_remover_and_references_per_band(tiny_workspace, tmp_pa
     ws = tiny_workspace
     cfg = ws.config("evaluate", steps=2, max_images=24, batch_size=12, num_grid=4)
     res = evaluate.run(cfg, ws.model_dir, ws.data / "test", tmp_path / "eval")
-    for method in ("remover", "leave_object", "ring_mean", "telea", "ae_ceiling"):
+    for method in ("remover", "leave_object", "ring_mean", "telea", "harmonic", "ae_ceiling"):
         assert res.metrics[method]["all"]["n"] == 24
     m = res.metrics
     assert m["telea"]["all"]["masked_psnr"] > m["leave_object"]["all"]["masked_psnr"] + 5
