@@ -1,13 +1,15 @@
 """Online-RL learning runs on the tiny preset (shipped base, 64 px, CPU), printed side by side:
 
-    python benchmarks/bench_rl_learning.py [--workspace DIR] [--out DIR] [--rewards brightness,discriminator,oracle]
+    python benchmarks/bench_rl_learning.py [--workspace DIR] [--out DIR] [--rewards brightness,discriminator,oracle,judge]
 
 One recipe for every reward (RECIPE: REINFORCE, lr 1e-3, 160 transitions per step, 20 steps = 10
 rollouts of 16 inputs x 4 samples; 20 held-out inputs of a 40-input pool; 100 test images):
   brightness     mean pixel value inside the mask: a reward the remover controls directly
   discriminator  a discriminator trained here on simulated oracle labels of pool 2 (rollouts on pool 1)
   oracle         masked PSNR vs the hidden GT (synthetic data only)
-For each: the held-out reward, test oracle success and test masked PSNR before -> after with the
+  judge          the judge's graded score vs the hidden GT (synthetic data only; docs/judge.md)
+For each: the held-out reward, test oracle success (PSNR rule), test success as the judge sees it and
+test masked PSNR before -> after with the
 paired 95 % interval. tests/rl/test_learning.py asserts on the brightness run; docs/rl.md has the table.
 """
 
@@ -73,7 +75,7 @@ def run_reward(reward: str, params: dict, model: Path, data: Path, out: Path, **
             dcfg = stage_config("train_discriminator", params, {"steps": 300, "anchors": 0})
             train_discriminator.run(dcfg, model, labels, out / "disc")
         kw["discriminator"] = out / "disc"
-    else:
+    else:   # oracle, judge: the pool's hidden GT
         kw["hidden"] = data / "hidden/round-1"
     cfg = stage_config("train_rl", params, {**RECIPE, "reward": reward, **over})
     try:
@@ -83,7 +85,7 @@ def run_reward(reward: str, params: dict, model: Path, data: Path, out: Path, **
 
 
 def show(reward: str, res) -> None:
-    for k in ("heldout_reward", "test_success", "test_masked_psnr"):
+    for k in ("heldout_reward", "test_success", "test_judged_success", "test_masked_psnr"):
         d = getattr(res, k)
         print(f"{reward:<14} {k:<17} n={d['n']:3d} before {d['before']:.4f} after {d['after']:.4f} "
               f"delta {d['delta']:+.4f} 95% CI [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]")

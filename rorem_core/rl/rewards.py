@@ -12,6 +12,8 @@ generate stage writes it), masks (B, 1, R, R) in {0, 1} and the input ids: pool 
 * ``oracle`` (synthetic data only): masked PSNR (dB) against the hidden ground truth, the quantity
   the evaluation's oracle success thresholds (``rorem_core.evaluation.metrics``); for seed inputs,
   against the seed split's own GT (``seed_gt``). An upper-bound ablation: real pools have no ground truth.
+* ``judge`` (synthetic data only): the judge's graded score against the same GT (docs/judge.md): the
+  oracle as a person would judge, where ``oracle`` is the lenient PSNR rule.
 """
 
 from __future__ import annotations
@@ -97,26 +99,53 @@ class OracleReward:
 
     name = "oracle"
 
-    def __init__(self, gts: dict[str, torch.Tensor], success_db: float):
-        self.gts, self.success_threshold = gts, success_db
+    def __init__(self, gts: dict[str, torch.Tensor], success_threshold: float):
+        self.gts, self.success_threshold = gts, success_threshold
 
     @classmethod
-    def load(cls, hidden: str | Path | None, *, resolution: int, success_db: float,
+    def load(cls, hidden: str | Path | None, *, resolution: int, success_db: float = 20.0,
              seed_gt: dict[str, torch.Tensor] | None = None, **_) -> "OracleReward":
         if not hidden or not dataset_file(hidden).is_file():
-            raise ValueError(f"train_rl.reward=oracle needs the pool's hidden ground truth (--hidden "
+            raise ValueError(f"train_rl.reward={cls.name} needs the pool's hidden ground truth (--hidden "
                              f"data/hidden/round-N, got {hidden}); it exists for synthetic data only. On real "
                              "data set train_rl.reward: discriminator")
         gts = {i: image_to_tensor(load_rgb(p), resolution) for i, p in read_hidden_gt(hidden).items()}
-        return cls({**gts, **(seed_gt or {})}, success_db)   # seed ids are prefixed: no pool id is overwritten
+        # seed ids are prefixed: no pool id is overwritten
+        return cls({**gts, **(seed_gt or {})}, cls.threshold(success_db))
+
+    @staticmethod
+    def threshold(success_db: float) -> float:
+        return success_db
+
+    @staticmethod
+    def score(result: np.ndarray, gt: np.ndarray, mask: np.ndarray, source: np.ndarray) -> float:
+        return masked_psnr(result, gt, mask)
 
     def __call__(self, results, sources, masks, ids):
         missing = [i for i in ids if i not in self.gts]
         if missing:
-            raise ValueError(f"oracle reward: no GT for inputs {missing[:3]}; pass the hidden folder of the same "
-                             "round as --pool (seed inputs take theirs from --seed)")
-        return torch.tensor([masked_psnr(to_unit(results[i]), to_unit(self.gts[k]), masks[i, 0].numpy() > 0.5)
-                             for i, k in enumerate(ids)], dtype=torch.float32)
+            raise ValueError(f"{self.name} reward: no GT for inputs {missing[:3]}; pass the hidden folder of the "
+                             "same round as --pool (seed inputs take theirs from --seed)")
+        return torch.tensor([self.score(to_unit(results[i]), to_unit(self.gts[k]), masks[i, 0].numpy() > 0.5,
+                                        to_unit(sources[i])) for i, k in enumerate(ids)], dtype=torch.float32)
+
+
+class JudgeReward(OracleReward):
+    """The judge's graded score vs the GT (``rorem_core.evaluation.judge``: 1 - the largest of its
+    normalised badness measures; > 0 exactly when it calls the removal clean): what a person would
+    say, graded, as the oracle of issue 13's judge. Synthetic data only, as ``oracle``."""
+
+    name = "judge"
+
+    @staticmethod
+    def threshold(success_db: float) -> float:
+        return 0.0   # score > 0 <=> the judge calls it clean; >= 0 counts the boundary, measure zero
+
+    @staticmethod
+    def score(result: np.ndarray, gt: np.ndarray, mask: np.ndarray, source: np.ndarray) -> float:
+        from rorem_core.evaluation.judge import judge
+
+        return judge(source, mask, result, gt).score
 
 
 Loader = Callable[..., RewardModel]
@@ -126,6 +155,8 @@ REWARDS: dict[str, Loader] = {
                                  device=device),
     "oracle": lambda *, hidden, resolution, success_db, seed_gt=None, **_:
         OracleReward.load(hidden, resolution=resolution, success_db=success_db, seed_gt=seed_gt),
+    "judge": lambda *, hidden, resolution, seed_gt=None, **_:
+        JudgeReward.load(hidden, resolution=resolution, seed_gt=seed_gt),
 }
 
 

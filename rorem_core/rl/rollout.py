@@ -250,8 +250,15 @@ def heldout_rewards(unet, smp: Sampling, inputs: Inputs, rows: Sequence[int], re
 
 @torch.no_grad()
 def test_oracle(unet, smp: Sampling, test: Inputs, seed: int, success_db: float) -> dict:
-    """Per-image masked PSNR and oracle success on the test split, fixed seeds (paired before/after)."""
+    """Per-image masked PSNR, oracle success (PSNR >= success_db) and the judge's verdict (docs/judge.md)
+    on the test split, fixed seeds (paired before/after)."""
+    from rorem_core.evaluation.judge import judge
+
     rows = list(range(len(test)))
     _, _, imgs = smp.sample(unet, test, rows, [row_seed(seed, 4, i) for i in rows])
-    psnr = [masked_psnr(to_unit(imgs[i]), to_unit(test.gt[i]), test.mask[i, 0].numpy() > 0.5) for i in rows]
-    return {"masked_psnr": psnr, "success": [float(p >= success_db) for p in psnr]}
+    psnr, judged = [], []
+    for i in rows:
+        res, gt, src, m = to_unit(imgs[i]), to_unit(test.gt[i]), to_unit(test.src[i]), test.mask[i, 0].numpy() > 0.5
+        psnr.append(masked_psnr(res, gt, m))
+        judged.append(float(judge(src, m, res, gt).good))
+    return {"masked_psnr": psnr, "success": [float(p >= success_db) for p in psnr], "judged": judged}

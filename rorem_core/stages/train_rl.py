@@ -61,6 +61,7 @@ class TrainRLResult(BaseModel):
     heldout_reward: dict = {}      # paired_ci95 over held-out pool inputs (reward of one fixed-seed sample)
     test_success: dict = {}        # paired_ci95 over test images (oracle success 0/1, RL sampler)
     test_masked_psnr: dict = {}    # paired_ci95 over test images (dB)
+    test_judged_success: dict = {}  # paired_ci95 over test images (the judge's verdict 0/1, docs/judge.md)
     train_last: dict = {}
     per_rollout: dict = {}         # rollout -> reward mean / spread, held-out reward, approx-KL, clip fraction, KL ref
     first_loss: float = float("nan")
@@ -113,6 +114,7 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
         heldout_reward=paired_ci95(held_before, held_after),
         test_success=paired_ci95(before["success"], after["success"]) if before else {},
         test_masked_psnr=paired_ci95(before["masked_psnr"], after["masked_psnr"]) if before else {},
+        test_judged_success=paired_ci95(before["judged"], after["judged"]) if before else {},
         train_last=history_tail(result.history), per_rollout=summarise_history(result.history),
         first_loss=result.first_loss, last_loss=result.last_loss)
     if pol.acc.is_main_process:

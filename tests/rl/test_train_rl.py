@@ -47,7 +47,7 @@ def test_stage_writes_a_lora_remover_and_the_guard_metrics(rl_model, rl_data, tm
 
     res = _run(tmp_path, rl_model, rl_data)
     assert res.steps == 4 and res.n_heldout == 3 and res.n_rollout_inputs == 9
-    for key in ("heldout_reward", "test_success", "test_masked_psnr"):
+    for key in ("heldout_reward", "test_success", "test_judged_success", "test_masked_psnr"):
         d = getattr(res, key)
         assert d["n"] > 0 and d["ci95"][0] <= d["delta"] <= d["ci95"][1]
     for k in ("reward_mean", "reward_std", "approx_kl", "clipfrac", "heldout_reward"):
@@ -174,6 +174,8 @@ def test_empty_pool_and_foreign_reward_model_are_refused_before_any_rollout(rl_m
                      discriminator=tmp_path / "disc")
     with pytest.raises(ValueError, match=r"reward=oracle needs .*hidden"):
         train_rl.run(cfg, rl_model, rl_data / "pools" / "round-1", tmp_path / "out")
+    with pytest.raises(ValueError, match=r"reward=judge needs .*hidden"):
+        train_rl.run(_cfg(tmp_path, reward="judge"), rl_model, rl_data / "pools" / "round-1", tmp_path / "out")
     with pytest.raises(ValueError, match=r"not a registered reward model"):
         train_rl.run(_cfg(tmp_path, reward="human"), rl_model, rl_data / "pools" / "round-1", tmp_path / "out")
     assert not (tmp_path / "out").exists()
