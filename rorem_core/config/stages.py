@@ -22,6 +22,16 @@ class BootstrapConfig(Strict):
     sdxl_pretrained: str = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"  # dir or hub id
     sdxl_unet: str | None = None             # optional RORem UNet dir / hub id replacing the base UNet
     synthetic: SyntheticConfig = SyntheticConfig()
+    # what the remover sees in the hole of its masked-source input (rorem_core/data/fill.py): zero (grey, as
+    # diffusers / RORem) or harmonic (a Laplace fill of the surroundings; a tiny base pretrained with it)
+    masked_fill: Literal["zero", "harmonic"] = "zero"
+
+    @model_validator(mode="after")
+    def _fill_needs_its_pretraining(self):
+        if self.preset == "sdxl" and self.masked_fill != "zero":
+            raise ValueError(f"bootstrap.masked_fill: {self.masked_fill} needs a UNet pretrained with that fill; "
+                             "SDXL-inpainting and RORem were trained with zero (grey) holes: set masked_fill: zero")
+        return self
 
 
 class TrainRemoverConfig(TrainParams):

@@ -6,7 +6,8 @@ hash, so changing any of them gives a new key and a stale entry can never be rea
 
 Entry tensors (h = w = resolution / vae_scale_factor):
   target (4, h, w)  latent of the GT / removal result, x scaling_factor (posterior mode)
-  masked (4, h, w)  latent of source * (1 - mask), masked pixels = 0 in [-1, 1] (as the pipeline)
+  masked (4, h, w)  latent of the masked source: masked pixels = 0 in [-1, 1] (as the pipeline), or the
+                    harmonic fill when the model was trained so (``fill``, rorem_core/data/fill.py)
   source (4, h, w)  latent of the unmasked source (the discriminator's third input, RORem §2)
   mask   (1, h, w)  binary mask max-pooled to latent size (a pixel of object makes the cell masked)
 """
@@ -25,6 +26,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rorem_core.data.fill import masked_source
 from rorem_core.data.fullres import letterbox_image, letterbox_mask
 from rorem_core.data.images import load_mask, load_rgb
 from rorem_core.io import atomic_path, sha256_bytes
@@ -85,12 +87,17 @@ def encode_images(vae, x: torch.Tensor) -> torch.Tensor:
 
 
 class LatentCache:
-    """Content-addressed latent entries under ``root/<vae-hash>-r<resolution>/``."""
+    """Content-addressed latent entries under ``root/<vae-hash>-r<resolution>[-<fill>]/`` (``fill``: what
+    the masked entry holds in the hole; the default ``zero`` keeps the folder name of before the option)."""
 
-    def __init__(self, root: str | Path, vae, resolution: int, batch_size: int = 32):
-        self.vae, self.resolution, self.batch_size = vae, resolution, batch_size
+    def __init__(self, root: str | Path, vae, resolution: int, batch_size: int = 32, fill: str = "zero"):
+        from rorem_core.data.fill import FILLS
+
+        if fill not in FILLS:
+            raise ValueError(f"LatentCache: masked fill {fill!r} is not one of {FILLS}")
+        self.vae, self.resolution, self.batch_size, self.fill = vae, resolution, batch_size, fill
         self.factor = vae_scale_factor(vae)
-        self.dir = Path(root) / f"{vae_fingerprint(vae)[:16]}-r{resolution}"
+        self.dir = Path(root) / (f"{vae_fingerprint(vae)[:16]}-r{resolution}" + ("" if fill == "zero" else f"-{fill}"))
 
     def key(self, source: Path, mask: Path, target: Path) -> str:
         return sha256_bytes(source.read_bytes(), mask.read_bytes(), target.read_bytes(),
@@ -124,7 +131,7 @@ class LatentCache:
         src, mask, tgt = torch.stack(srcs), torch.stack(masks), torch.stack(tgts)
         n = len(batch)
         # one VAE call for all three kinds: (3n, 3, R, R)
-        z = encode_images(self.vae, torch.cat([tgt, src * (1.0 - mask), src]))
+        z = encode_images(self.vae, torch.cat([tgt, masked_source(src, mask, self.fill), src]))
         lat_mask = mask_to_latent(mask, self.factor)
         for i, (_, path) in enumerate(batch):
             write_entry(path, {"target": z[i], "masked": z[n + i], "source": z[2 * n + i],
@@ -165,10 +172,11 @@ def load_batch(paths: Sequence[Path]) -> dict[str, torch.Tensor]:
 
 def latent_cache(ref, base, dtype: str = "fp32") -> LatentCache:
     """The shared cache of ``base.cache_dir`` with ``ref``'s VAE on the stage's device (``base.device``),
-    in ``dtype`` unless its config forces fp32 (SDXL's VAE: ``load_vae``). ``base``: a BaseConfig."""
+    in ``dtype`` unless its config forces fp32 (SDXL's VAE: ``load_vae``), holding the masked fill ``ref``
+    was trained with (``masked_fill_of``). ``base``: a BaseConfig."""
     from rorem_core.device import resolve_device
-    from rorem_core.models.loading import load_vae
+    from rorem_core.models.loading import load_vae, masked_fill_of
     from rorem_core.models.unet import DTYPES
 
     vae = load_vae(ref, dtype=DTYPES[dtype], device=resolve_device(base.device))
-    return LatentCache(Path(base.cache_dir) / "latents", vae, base.resolution)
+    return LatentCache(Path(base.cache_dir) / "latents", vae, base.resolution, fill=masked_fill_of(ref))

@@ -59,37 +59,21 @@ def ring_mean(source: np.ndarray, mask: np.ndarray, ring: int = 3) -> np.ndarray
     return np.where(m[..., None], colour.astype(np.float32), src)
 
 
-def _neighbour_sum(h: np.ndarray) -> np.ndarray:
-    """Sum of the 4 neighbours of each pixel of (H, W, C); the image border repeats its edge."""
-    p = np.pad(h, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
+def harmonic(source: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Fill the mask with the solution of Laplace's equation whose boundary values are the source just
+    outside it (``rorem_core.data.fill.harmonic_fill``, the tiny remover's conditioning fill); a mask
+    covering the whole image is filled grey, as ``ring_mean``."""
+    import torch
 
+    from rorem_core.data.fill import harmonic_fill
 
-def harmonic(source: np.ndarray, mask: np.ndarray, iters: int = 2000, tol: float = 1e-10) -> np.ndarray:
-    """Fill the mask with the solution of Laplace's equation whose boundary values are the source
-    just outside it (5-point stencil; the image border is a mirror). Solved for the hole pixels by
-    conjugate gradients on ``A h = b``: ``A h = m (4 h - N(m h))``, ``b = m N((1 - m) src)`` with
-    ``N`` the neighbour sum; converged when the residual's squared norm is below ``tol``."""
     src, m = _check(source, mask)
     if not m.any():
         return src.copy()
-    if m.all():   # no boundary to take values from: grey, as ring_mean
-        return np.full_like(src, 0.5)
-    w = m[..., None].astype(np.float64)
-    apply = lambda h: w * (4 * h - _neighbour_sum(w * h))  # noqa: E731
-    b = w * _neighbour_sum((1 - w) * src)
-    x = np.zeros_like(b)
-    r = b.copy()
-    p, rs = r.copy(), float((r * r).sum())
-    for _ in range(iters):
-        if rs < tol:
-            break
-        ap = apply(p)
-        a = rs / float((p * ap).sum())
-        x, r = x + a * p, r - a * ap
-        rn = float((r * r).sum())
-        p, rs = r + rn / rs * p, rn
-    return np.where(m[..., None], x, src).astype(np.float32)
+    x = torch.from_numpy(src).permute(2, 0, 1)[None] * 2 - 1
+    y = harmonic_fill(x, torch.from_numpy(m)[None, None].float())
+    out = ((y[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1).astype(np.float32)
+    return np.where(m[..., None], out, src)
 
 
 BASELINES: dict[str, Baseline] = {"telea": telea, "harmonic": harmonic, "ring_mean": ring_mean, "leave": leave_object}

@@ -22,7 +22,14 @@ from typing import Any
 
 from rorem_core.contract import RoundPaths
 from rorem_core.io import atomic_dir, write_json_atomic, write_text_atomic
-from rorem_core.models.loading import load_scheduler_config, load_unet_fused, load_vae, resolve_ref
+from rorem_core.models.loading import (
+    COND_FILE,
+    load_scheduler_config,
+    load_unet_fused,
+    load_vae,
+    masked_fill_of,
+    resolve_ref,
+)
 
 KINDS = ("sft", "dpo", "lcm", "rl")
 EVAL_STAGE = {"sft": "evaluate", "dpo": "evaluate_dpo", "lcm": "evaluate_lcm", "rl": "evaluate_rl"}
@@ -97,7 +104,12 @@ def model_card(info: dict[str, Any]) -> str:
              f"out = pipe(prompt=\"\", image=image, mask_image=mask, num_inference_steps={s['num_inference_steps']},",
              f"           strength={s['strength']}, guidance_scale=1.0).images[0]", "```", "",
              f"Scheduler: {s['scheduler']}. Paste the result back into the original photo outside the mask "
-             "(`rorem remove` does this at full resolution).", "", "## Evaluation (held-out test split)", ""]
+             "(`rorem remove` does this at full resolution).", "",
+             *([f"**Trained with a {info['masked_fill']} masked fill** (rorem_core/data/fill.py): diffusers' "
+                "inpainting pipelines feed the hole as grey, which this UNet was not trained on; use "
+                "`rorem remove` (or fill the masked image the same way) for its quality.", ""]
+               if info.get("masked_fill", "zero") != "zero" else []),
+             "## Evaluation (held-out test split)", ""]
     m = info.get("metrics") or {}
     if m:
         keys = sorted(next(iter(m.values())).get("all", {}))
@@ -132,12 +144,15 @@ def export(root: Path, n: int, kind: str, out: Path) -> dict[str, Any]:
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out}: exists and is not empty; choose a new folder or delete it")
     info = provenance(root, n, kind)
+    info["masked_fill"] = masked_fill_of(src)
     pipe = build_pipeline(src, kind)
     info["custom_vae"] = type(pipe.vae).__module__.split(".")[0] not in ("diffusers",)
     with atomic_dir(out) as tmp:
         pipe.save_pretrained(str(tmp))
         _fix_custom_components(tmp, pipe)
         write_json_atomic(tmp / "rorem_export.json", info)
+        if info["masked_fill"] != "zero":   # rorem's loaders read it; a plain diffusers pipeline cannot
+            write_json_atomic(tmp / COND_FILE, {"masked_fill": info["masked_fill"]})
         write_text_atomic(tmp / "README.md", model_card(info))
     return info
 

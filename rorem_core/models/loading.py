@@ -28,6 +28,7 @@ from rorem_core.io import check_safetensors
 
 log = logging.getLogger(__name__)
 REF_FILE = "rorem_model.json"
+COND_FILE = "conditioning.json"   # next to a base's model_index.json: {"masked_fill": ...} (rorem_core/data/fill.py)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,22 @@ def resolve_ref(ref: str | Path) -> ModelRef:
         raise FileNotFoundError(f"{p}: not a model dir (no model_index.json, unet/ or {REF_FILE}); "
                                 "run the bootstrap stage or point to a diffusers SDXL-inpainting dir")
     return ModelRef(base=str(ref), unet=str(ref), unet_subfolder="unet")
+
+
+def masked_fill_of(ref: str | Path) -> str:
+    """How ``ref``'s remover was trained to see the hole of its masked-source input (``zero``: diffusers'
+    and RORem's grey; ``harmonic``: rorem_core/data/fill.py), read from its base's ``conditioning.json``;
+    a base without one (every SDXL / RORem folder) is ``zero``."""
+    from rorem_core.data.fill import FILLS
+
+    f = Path(resolve_ref(ref).base) / COND_FILE
+    if not f.is_file():
+        return "zero"
+    fill = json.loads(f.read_text()).get("masked_fill", "zero")
+    if fill not in FILLS:
+        raise ModelFolderError(f"{f}: masked_fill {fill!r} is not one of {FILLS}; write the fill the base's UNet "
+                               "was pretrained with (bootstrap writes it), or delete the file for zero")
+    return fill
 
 
 def unet_location(ref: str) -> tuple[str, str | None]:

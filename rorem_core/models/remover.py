@@ -13,9 +13,17 @@ from typing import Sequence
 
 import torch
 
+from rorem_core.data.fill import masked_source
 from rorem_core.data.latents import encode_images, mask_to_latent
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
-from rorem_core.models.loading import load_scheduler_config, load_unet, load_vae, resolve_ref, vae_scale_factor
+from rorem_core.models.loading import (
+    load_scheduler_config,
+    load_unet,
+    load_vae,
+    masked_fill_of,
+    resolve_ref,
+    vae_scale_factor,
+)
 from rorem_core.models.unet import DTYPES, unet_forward
 
 SCHEDULERS = {"euler": "EulerDiscreteScheduler", "lcm": "LCMScheduler"}
@@ -31,6 +39,7 @@ class Remover:
     name: str
     uncond: PromptEmbeds | None = None   # the negative prompt's embeddings when CFG is on
     guidance_scale: float = 1.0          # 1 = no CFG (RORem's inference); > 1: uncond + g * (cond - uncond)
+    masked_fill: str = "zero"            # what the UNet sees in the hole (rorem_core/data/fill.py), from its base
 
     @classmethod
     def load(cls, ref: str | Path, *, cache_dir: str, resolution: int, dtype: str = "fp32",
@@ -53,7 +62,7 @@ class Remover:
         return cls(unet=unet, vae=vae, cond=load_prompt_embeds(ref, cache_dir, prompt),
                    scheduler_config=load_scheduler_config(ref), resolution=resolution, name=str(ref),
                    uncond=load_prompt_embeds(ref, cache_dir, negative_prompt) if cfg else None,
-                   guidance_scale=guidance_scale)
+                   guidance_scale=guidance_scale, masked_fill=masked_fill_of(ref))
 
     @property
     def device(self) -> torch.device:
@@ -78,7 +87,7 @@ class Remover:
         sched = self.make_scheduler(scheduler)
         sched.set_timesteps(steps, device=dev)
         timesteps, t_start = _strength_timesteps(sched, steps, strength)
-        masked = encode_images(self.vae, images * (1.0 - masks)).to(dev)
+        masked = encode_images(self.vae, masked_source(images, masks, self.masked_fill)).to(dev)
         lat_mask = mask_to_latent(masks, vae_scale_factor(self.vae)).to(dev)
         noise = torch.stack([torch.randn(masked.shape[1:], generator=torch.Generator().manual_seed(int(s)))
                              for s in seeds]).to(dev)

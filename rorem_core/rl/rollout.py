@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rorem_core.data.fill import masked_source
 from rorem_core.data.formats import Triplet, dataset_file, read_pool, read_triplets, resolve_in_root
 from rorem_core.data.images import load_mask, load_rgb
 from rorem_core.data.latents import encode_images, image_to_tensor, mask_to_latent, mask_to_tensor
@@ -73,12 +74,13 @@ class Inputs:
                                                (self.lat_mask, other.lat_mask), (self.masked, other.masked))), gt)
 
     @classmethod
-    def encode(cls, vae, ids, src, mask, gt=None) -> "Inputs":
+    def encode(cls, vae, ids, src, mask, gt=None, fill: str = "zero") -> "Inputs":
+        """``fill``: what the remover was trained to see in the hole (``masked_fill_of`` its init)."""
         return cls(list(ids), src, mask, mask_to_latent(mask, vae_scale_factor(vae)),
-                   encode_images(vae, src * (1.0 - mask)), gt)
+                   encode_images(vae, masked_source(src, mask, fill)), gt)
 
 
-def load_pool_inputs(pool: Path, vae, resolution: int) -> Inputs:
+def load_pool_inputs(pool: Path, vae, resolution: int, fill: str = "zero") -> Inputs:
     meta = pool / "meta.json" if pool.is_dir() else pool
     items = read_pool(meta)
     if not items:
@@ -89,13 +91,13 @@ def load_pool_inputs(pool: Path, vae, resolution: int) -> Inputs:
                        for it in items])
     mask = torch.stack([mask_to_tensor(load_mask(resolve_in_root(meta.parent, it.mask, where=where(it))), resolution)
                         for it in items])
-    return Inputs.encode(vae, [it.id for it in items], src, mask)
+    return Inputs.encode(vae, [it.id for it in items], src, mask, fill=fill)
 
 
-def load_test_inputs(test: Path, vae, resolution: int, max_images: int | None) -> Inputs:
+def load_test_inputs(test: Path, vae, resolution: int, max_images: int | None, fill: str = "zero") -> Inputs:
     meta = test / "meta.json" if test.is_dir() else test
     ts = read_triplets(meta)[:max_images]
-    return load_triplet_inputs(meta, [triplet_id(t, i) for i, t in enumerate(ts)], ts, vae, resolution)
+    return load_triplet_inputs(meta, [triplet_id(t, i) for i, t in enumerate(ts)], ts, vae, resolution, fill)
 
 
 def triplet_id(t: Triplet, i: int) -> str:
@@ -103,13 +105,14 @@ def triplet_id(t: Triplet, i: int) -> str:
     return getattr(t, "id", None) or str(i)
 
 
-def load_triplet_inputs(meta: Path, ids: Sequence[str], ts: Sequence[Triplet], vae, resolution: int) -> Inputs:
+def load_triplet_inputs(meta: Path, ids: Sequence[str], ts: Sequence[Triplet], vae, resolution: int,
+                        fill: str = "zero") -> Inputs:
     """Triplets of the split ``meta`` (paths relative to its folder) as Inputs with their GT."""
     f = lambda rel: resolve_in_root(meta.parent, rel, where=str(meta))  # noqa: E731
     src = torch.stack([image_to_tensor(load_rgb(f(t.source)), resolution) for t in ts])
     mask = torch.stack([mask_to_tensor(load_mask(f(t.mask)), resolution) for t in ts])
     gt = torch.stack([image_to_tensor(load_rgb(f(t.GT)), resolution) for t in ts])
-    return Inputs.encode(vae, ids, src, mask, gt)
+    return Inputs.encode(vae, ids, src, mask, gt, fill)
 
 
 # Seed inputs (train_rl.seed_inputs): a few triplets of the seed split join the rollout inputs. Their ids

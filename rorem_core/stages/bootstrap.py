@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from rorem_core.config import BootstrapConfig, config_hash
 from rorem_core.io import atomic_dir, write_json_atomic
 from rorem_core.models.conditioning import EMBED_FILE, encode_empty_prompt, save_prompt_embeds
-from rorem_core.models.loading import load_vae, write_ref
+from rorem_core.models.loading import COND_FILE, load_vae, write_ref
 from rorem_core.models.tiny import build_tiny_model
 from rorem_core.stages import _cli
 
@@ -43,8 +43,9 @@ def shipped_key(cfg: BootstrapConfig) -> str:
     # existed, so it is left out of the key there (the shipped cards made then stay valid)
     unkeyed = _SPLIT_SIZES | ({"texture_scale"} if cfg.synthetic.texture_scale == 1 else set())
     scenes = cfg.synthetic.model_dump_json(exclude=unkeyed)
+    fill = () if cfg.masked_fill == "zero" else (f"masked_fill={cfg.masked_fill}",)   # zero: the keys of before
     return config_hash(cfg.tiny, str(cfg.base.resolution), cfg.pretrain.model_dump_json(),
-                       str(cfg.pretrain_size), str(cfg.base.seed), scenes)[:16]
+                       str(cfg.pretrain_size), str(cfg.base.seed), scenes, *fill)[:16]
 
 
 def shipped_bases() -> dict[str, Path]:
@@ -60,6 +61,8 @@ def build_tiny(cfg: BootstrapConfig, out: Path) -> dict | None:
     """Write the tiny model dir; returns pretraining stats when the UNet was trained here."""
     build_tiny_model(out, cfg.tiny, cfg.base.resolution)
     save_prompt_embeds(out / EMBED_FILE, encode_empty_prompt(str(out)))
+    if cfg.masked_fill != "zero":   # read by every stage that feeds this base's remover (masked_fill_of)
+        write_json_atomic(out / COND_FILE, {"masked_fill": cfg.masked_fill})
     if cfg.base_unet == "shipped":
         shipped = shipped_bases()
         if (key := shipped_key(cfg)) not in shipped:

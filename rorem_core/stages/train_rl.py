@@ -22,7 +22,7 @@ from rorem_core.evaluation.metrics import paired_ci95
 from rorem_core.evaluation.no_gt import has_gt
 from rorem_core.io import atomic_dir, write_json_atomic
 from rorem_core.models.conditioning import load_prompt_embeds
-from rorem_core.models.loading import load_scheduler_config, load_vae
+from rorem_core.models.loading import load_scheduler_config, load_vae, masked_fill_of
 from rorem_core.preference.dpo import LoraPolicy, StepContext, history_tail, save_lora_remover
 from rorem_core.rl.ddpo import OnlineRL
 from rorem_core.rl.rewards import load_reward
@@ -78,7 +78,8 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
     res = cfg.base.resolution
     seed_meta, seed_ids, seed_ts = pick_seed_triplets(seed, cfg.seed_inputs, cfg.base.seed)  # refusals first
     vae = load_vae(init)
-    inputs, roll, held, seed_gt = rollout_inputs(cfg, pool, vae, seed_meta, seed_ids, seed_ts)
+    fill = masked_fill_of(init)     # what the remover sees in the hole, as it was trained
+    inputs, roll, held, seed_gt = rollout_inputs(cfg, pool, vae, seed_meta, seed_ids, seed_ts, fill)
     # the reward model is checked (registered name, base = the remover's, files present) before any rollout
     reward = load_reward(cfg.reward, discriminator=discriminator, hidden=hidden, remover=init,
                          cache_dir=cfg.base.cache_dir, resolution=res, device=resolve_device(cfg.base.device),
@@ -94,7 +95,8 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
                    device=pol.device, batch_size=cfg.sample_batch_size)
     rl = OnlineRL(cfg, pol.unet, smp, inputs, roll, held, reward, pol.work)
     # the guard needs GT; an imported test split of photos has none (then the report says n/a)
-    test_in = load_test_inputs(test, vae, res, cfg.test_images) if test and has_gt(dataset_file(test)) else None
+    test_in = (load_test_inputs(test, vae, res, cfg.test_images, fill)
+               if test and has_gt(dataset_file(test)) else None)
     unet = pol.unet.eval()
     before = test_oracle(unet, smp, test_in, cfg.base.seed, cfg.success_db) if test_in else None
     held_before = rl.heldout(0)
@@ -125,15 +127,15 @@ def run(cfg: TrainRLConfig, init: Path, pool: Path, out_dir: Path, *, discrimina
 
 
 def rollout_inputs(cfg: TrainRLConfig, pool: Path, vae, seed_meta: Path | None, seed_ids: list[str],
-                   seed_ts: list) -> tuple[Inputs, list[int], list[int], dict]:
+                   seed_ts: list, fill: str = "zero") -> tuple[Inputs, list[int], list[int], dict]:
     """(pool + seed inputs, rollout rows, held-out rows, {seed input id: its GT}). The held-out rows are drawn
     from the pool alone (the guard measures the pool's distribution); the seed inputs join the rollout rows."""
     res = cfg.base.resolution
-    inputs = load_pool_inputs(pool, vae, res)                # refuses an empty pool, before anything is loaded
+    inputs = load_pool_inputs(pool, vae, res, fill)          # refuses an empty pool, before anything is loaded
     if len(inputs) < 2:
         raise ValueError(f"train_rl: the pool {pool} has {len(inputs)} input; the held-out guard needs >= 2")
     roll, held = split_heldout(inputs.ids, cfg.heldout_fraction, cfg.base.seed, cfg.heldout_max)
-    seed_in = load_triplet_inputs(seed_meta, seed_ids, seed_ts, vae, res) if seed_ids else None
+    seed_in = load_triplet_inputs(seed_meta, seed_ids, seed_ts, vae, res, fill) if seed_ids else None
     inputs, roll = with_seed_inputs(inputs, roll, seed_in)
     return inputs, roll, held, dict(zip(seed_ids, seed_in.gt)) if seed_in else {}
 

@@ -31,3 +31,28 @@ def test_params_without_a_shipped_base_are_refused_with_the_keys_that_exist(tmp_
     cfg = _cfg(texture_scale=3.0)
     with pytest.raises(FileNotFoundError, match=r"no shipped tiny base matches.*tiny_base_tex5.*base_unet: train"):
         bootstrap.build_tiny(cfg, tmp_path / "base")
+
+
+def _fill_cfg(fill: str, preset: str = "tiny", **synthetic):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["bootstrap"]["synthetic"].update(synthetic)
+    params["bootstrap"].update(masked_fill=fill, preset=preset, base_unet="random")
+    return stage_config("bootstrap", params)
+
+
+def test_a_harmonic_fill_base_has_its_own_key_and_says_its_fill(tmp_path):
+    from rorem_core.models.loading import masked_fill_of
+
+    zero, harm = _fill_cfg("zero"), _fill_cfg("harmonic")
+    assert bootstrap.shipped_key(zero) == bootstrap.shipped_key(_cfg())   # zero keeps the keys of before
+    assert bootstrap.shipped_key(harm) != bootstrap.shipped_key(zero)
+    bootstrap.build_tiny(harm, tmp_path / "h")
+    bootstrap.build_tiny(zero, tmp_path / "z")
+    assert masked_fill_of(tmp_path / "h") == "harmonic" and masked_fill_of(tmp_path / "z") == "zero"
+
+
+def test_sdxl_with_a_harmonic_fill_is_refused_naming_the_parameter():
+    from rorem_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"bootstrap.masked_fill: harmonic needs a UNet pretrained.*masked_fill: zero"):
+        _fill_cfg("harmonic", preset="sdxl")
