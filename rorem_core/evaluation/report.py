@@ -139,6 +139,7 @@ def rl_row(n: int, m: dict[str, Any]) -> dict[str, Any]:
             "stopped": (rl.get("stopped_early") or "no").split(":")[0] if rl else None,
             "heldout": pair("heldout_reward"), "heldout_ci": ci("heldout_reward"),
             "test_success": pair("test_success"), "test_success_ci": ci("test_success", True),
+            "test_judged": pair("test_judged_success"), "test_judged_ci": ci("test_judged_success", True),
             "test_psnr": pair("test_masked_psnr"), "test_psnr_ci": ci("test_masked_psnr")}
 
 
@@ -177,7 +178,8 @@ PREF = [("round", "round", ""), ("pairs", "preference pairs", ""), ("dpo_acc_bef
 RL = [("round", "round", ""), ("reward", "reward", ""), ("loss", "loss", ""), ("rollouts", "rollouts", ""),
       ("stopped", "stopped early", ""), ("heldout", "held-out reward before -> after", "3"),
       ("heldout_ci", "change, 95% CI", ""), ("test_success", "test oracle success", "%"),
-      ("test_success_ci", "change, 95% CI", ""), ("test_psnr", "test masked PSNR (dB)", ""),
+      ("test_success_ci", "change, 95% CI", ""), ("test_judged", "test success (judge)", "%"),
+      ("test_judged_ci", "change, 95% CI", ""), ("test_psnr", "test masked PSNR (dB)", ""),
       ("test_psnr_ci", "change, 95% CI", "")]
 MODELS = [("round", "round", ""), ("model", "model", ""), ("n", "test images", ""), ("gt", "GT", ""),
           ("success", "success (GT oracle)", "%"), ("psnr", "masked PSNR (dB)", ""),

@@ -139,14 +139,14 @@ def test_rl_beside_the_other_models_and_the_reward_vs_oracle_table(tmp_path):
     _w(root, "results/train_rl/round-1.json", {
         "enabled": True, "loss": "ppo", "reward": "discriminator", "rollouts": 4, "stopped_early": "plateau: ...",
         "heldout_reward": pair(0.6, 0.7, 0.05, 0.15), "test_success": pair(0.8, 0.75, -0.1, 0.0),
-        "test_masked_psnr": pair(27.0, 26.5, -0.8, -0.2)})
+        "test_judged_success": pair(0.1, 0.2, 0.0, 0.2), "test_masked_psnr": pair(27.0, 26.5, -0.8, -0.2)})
     s = build_report(root, root / "reports", [1])
     assert [m["model"] for m in s["models"]] == ["remover", "DPO remover", "RL remover"]
     assert s["rl"][0]["stopped"] == "plateau" and s["rl"][0]["heldout"] == (0.6, 0.7)
     md = (root / "reports" / "report.md").read_text()
     assert "| 1 | RL remover | 10 | yes | 60.0% | 23.00 | 40.00 | n/a |" in md   # GT column; no disc. estimate
     assert ("| 1 | discriminator | ppo | 4 | plateau | 0.600 -> 0.700 | [0.050, 0.150] | 80.0% -> 75.0% | "
-            "[-10.0%, 0.0%] | 27.00 -> 26.50 | [-0.800, -0.200] |") in md
+            "[-10.0%, 0.0%] | 10.0% -> 20.0% | [0.0%, 20.0%] | 27.00 -> 26.50 | [-0.800, -0.200] |") in md
 
 
 def _judged_images(hard: str, easy: str = "10") -> list[dict]:
