@@ -19,7 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rorem_core.io import atomic_path, check_safetensors
-from rorem_core.models.loading import resolve_ref, weights_variant
+from rorem_core.models.folders import weights_variant
+from rorem_core.models.loading import resolve_ref
 
 log = logging.getLogger(__name__)
 EMBED_FILE = "prompt_embeds.safetensors"

@@ -34,7 +34,8 @@ from torch import nn
 from rorem_core.config.presets import ATTN_TARGETS
 from rorem_core.io import atomic_path, load_torch_state, write_json_atomic
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
-from rorem_core.models.loading import check_local_weights, load_unet_fused, resolve_ref
+from rorem_core.models.folders import check_local_weights
+from rorem_core.models.loading import load_unet_fused, resolve_ref
 from rorem_core.training.losses import DISCRIMINATOR_SCORES
 
 INFO_FILE = "discriminator.json"

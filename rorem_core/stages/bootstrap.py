@@ -123,7 +123,7 @@ def autoencoder_psnr(model_dir: Path, test_dir: Path, resolution: int, limit: in
 def check_sdxl_inputs(cfg: BootstrapConfig) -> None:
     """bootstrap.sdxl_pretrained (a diffusers SDXL-inpainting folder) and bootstrap.sdxl_unet (a bare
     UNet folder, RORem's final_unet/ layout) are complete and of the right architecture; hub ids pass."""
-    from rorem_core.models.loading import ModelFolderError, check_model_dir, check_unet_folder
+    from rorem_core.models.folders import ModelFolderError, check_model_dir, check_unet_folder
 
     try:
         check_model_dir(cfg.sdxl_pretrained)

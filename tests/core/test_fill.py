@@ -15,7 +15,8 @@ from rorem_core.data.fill import harmonic_fill, masked_source
 from rorem_core.data.images import load_rgb, save_png
 from rorem_core.data.latents import LatentCache, encode_images, image_to_tensor, latent_cache, load_entry
 from rorem_core.models.analytic_ae import AnalyticAutoencoder
-from rorem_core.models.loading import COND_FILE, ModelFolderError, masked_fill_of
+from rorem_core.models.folders import ModelFolderError
+from rorem_core.models.loading import COND_FILE, masked_fill_of
 
 
 def _plane(size: int = 16) -> torch.Tensor:

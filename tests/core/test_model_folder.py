@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rorem_core.models.loading import (
-    ModelFolderError,
-    check_model_dir,
-    check_unet_folder,
-    load_unet,
-    weights_variant,
-)
+from rorem_core.models.folders import ModelFolderError, check_model_dir, check_unet_folder, weights_variant
+from rorem_core.models.loading import load_unet
 
 
 @pytest.fixture

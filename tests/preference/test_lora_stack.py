@@ -14,7 +14,8 @@ import torch
 from safetensors import safe_open
 
 from rorem_core.config import stage_config
-from rorem_core.models.loading import REF_FILE, ModelFolderError, load_unet, load_unet_fused, resolve_ref
+from rorem_core.models.folders import ModelFolderError
+from rorem_core.models.loading import REF_FILE, load_unet, load_unet_fused, resolve_ref
 from rorem_core.stages import distill, train_dpo
 from rorem_core.training.sft import train_remover
 
