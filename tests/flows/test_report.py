@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rorem_core.evaluation.report import build_report, fmt, reliability, round_row
+from rorem_core.evaluation.report import build_report, fmt, round_row
+from rorem_core.evaluation.report_plots import reliability
 from rorem_core.stages import report as report_stage
 
 
