@@ -7,16 +7,16 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
 from rorem_core.data.fill import harmonic_fill, masked_source
-from rorem_core.data.images import load_rgb, save_png
+from rorem_core.data.images import load_rgb
 from rorem_core.data.latents import LatentCache, encode_images, image_to_tensor, latent_cache, load_entry
 from rorem_core.models.analytic_ae import AnalyticAutoencoder
 from rorem_core.models.folders import ModelFolderError
 from rorem_core.models.loading import COND_FILE, masked_fill_of
+from tests.core.test_latents import _triple
 
 
 def _plane(size: int = 16) -> torch.Tensor:
@@ -78,26 +78,20 @@ def test_a_base_says_its_fill_and_a_bad_one_is_refused_naming_the_file(random_ti
 def test_the_latent_cache_holds_the_bases_fill_in_its_own_folder(random_tiny_model, tmp_path):
     from rorem_core.config.base import BaseConfig
 
-    rng = np.random.default_rng(0)
-    mask = np.zeros((32, 32), bool)
-    mask[8:20, 10:24] = True
-    files = [tmp_path / f"{k}.png" for k in ("s", "m", "t")]
-    save_png(files[0], rng.random((32, 32, 3)).astype(np.float32))
-    save_png(files[1], mask)
-    save_png(files[2], rng.random((32, 32, 3)).astype(np.float32))
-    base = BaseConfig(resolution=32, cache_dir=str(tmp_path / "cache"), device="cpu")
-    zero = latent_cache(random_tiny_model(32), base)
-    harm = latent_cache(_with_fill(random_tiny_model(32), tmp_path, "harmonic"), base)
+    files = _triple(tmp_path, "x", 0)                     # 64 px: a random image, a 20 x 20 hole
+    base = BaseConfig(resolution=64, cache_dir=str(tmp_path / "cache"), device="cpu")
+    zero = latent_cache(random_tiny_model(64), base)
+    harm = latent_cache(_with_fill(random_tiny_model(64), tmp_path, "harmonic"), base)
     assert (zero.fill, harm.fill) == ("zero", "harmonic") and zero.dir != harm.dir
-    ez, eh = (load_entry(c.ensure([tuple(files)])[0]) for c in (zero, harm))
-    src = image_to_tensor(load_rgb(files[0]), 32)[None]
-    m = torch.from_numpy(mask)[None, None].float()
+    ez, eh = (load_entry(c.ensure([files])[0]) for c in (zero, harm))
+    src = image_to_tensor(load_rgb(files[0]), 64)[None]
+    m = (image_to_tensor(load_rgb(files[1]), 64)[None, :1] > 0).float()
     ae = AnalyticAutoencoder()
     assert torch.allclose(eh["masked"], encode_images(ae, harmonic_fill(src, m))[0], atol=1e-5)
     assert torch.allclose(ez["masked"], encode_images(ae, src * (1 - m))[0], atol=1e-5)
     assert torch.equal(ez["target"], eh["target"])
     with pytest.raises(ValueError, match="masked fill 'blur'"):
-        LatentCache(tmp_path / "c", ae, 32, fill="blur")
+        LatentCache(tmp_path / "c", ae, 64, fill="blur")
 
 
 def test_the_sampler_and_rl_inputs_feed_the_unet_the_bases_fill(random_tiny_model, tmp_path, monkeypatch):
