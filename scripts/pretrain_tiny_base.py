@@ -52,11 +52,20 @@ def main() -> None:
     card = {"key": bootstrap.shipped_key(cfg), "pretrain": {k: v for k, v in res.pretrain.items() if k != "losses"},
             "loss_curve": res.pretrain["losses"], "recipe": cfg.pretrain.model_dump(),
             "pretrain_size": cfg.pretrain_size, "tiny": cfg.tiny.model_dump(), "resolution": cfg.base.resolution,
+            "texture_scale": cfg.synthetic.texture_scale, "masked_fill": cfg.masked_fill,
             "ae_psnr_db": res.ae_psnr_db, "eval": ev.metrics, "torch": torch.__version__,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads"}
     (asset / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (asset / "MODEL_CARD.md").write_text(model_card(card, ev.table))
     print(f"shipped {asset} (key {card['key']})")
+
+
+def judged(card: dict) -> str:
+    """The judge's success per band and method (docs/judge.md), from the card's evaluation."""
+    rows = [f"{m:<14} {b[5:]:<5} {100 * a['judged_success_rate']:5.1f}%  [{100 * a['judged_success_ci95'][0]:.1f}, "
+            f"{100 * a['judged_success_ci95'][1]:.1f}]" for m, v in card["eval"].items()
+            for b, a in sorted(v.items()) if b.startswith("band_") and "judged_success_rate" in a]
+    return "\n".join(rows)
 
 
 def model_card(card: dict, table: str) -> str:
@@ -74,12 +83,20 @@ the real preset: a competent base that the rounds fine-tune.
 * wall time: {pre.get('seconds')} s on {card['machine']} (torch {card['torch']})
 * loss (v-prediction MSE): first window {pre['first_loss']:.4f} -> last window {pre['last_loss']:.4f}
 * autoencoder held-out reconstruction PSNR: {card['ae_psnr_db']:.2f} dB
+* scenes: `bootstrap.synthetic.texture_scale` {card.get('texture_scale', 1.0)}; masked fill (what the UNet sees in
+  the hole, rorem_core/data/fill.py): {card.get('masked_fill', 'zero')}
 * key: `{card['key']}` (bootstrap refuses the shipped weights if its params hash differs)
 
 Held-out test split (Euler 50 steps, composited; success = masked PSNR >= 20 dB):
 
 ```
 {table}
+```
+
+Success as the judge sees it (docs/judge.md), per band, with its 95 % interval:
+
+```
+{judged(card)}
 ```
 
 Reproduce: `python scripts/pretrain_tiny_base.py` (or `bootstrap.base_unet: train` in params.yaml).

@@ -56,3 +56,12 @@ def test_sdxl_with_a_harmonic_fill_is_refused_naming_the_parameter():
 
     with pytest.raises(ConfigError, match=r"bootstrap.masked_fill: harmonic needs a UNet pretrained.*masked_fill: zero"):
         _fill_cfg("harmonic", preset="sdxl")
+
+
+def test_the_harmonic_fill_base_is_shipped_for_texture_scale_5():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["bootstrap"]["synthetic"]["texture_scale"] = 5.0
+    params["bootstrap"]["masked_fill"] = "harmonic"
+    params["bootstrap"]["pretrain"]["steps"] = 9600     # its recipe: twice the grey-fill bases' steps
+    key = bootstrap.shipped_key(stage_config("bootstrap", params))
+    assert bootstrap.shipped_bases()[key].name == "tiny_base_tex5_harmonic"
