@@ -35,9 +35,8 @@ def fills(params: dict, model: Path, test: Path, n: int, samples: int) -> tuple[
     the (source, mask, GT) tensors)."""
     from rorem_core.config import stage_config
     from rorem_core.data.formats import dataset_file, read_triplets
-    from rorem_core.data.latents import encode_images
     from rorem_core.evaluation.scoring import reference_fills
-    from rorem_core.models.remover import Remover, composite
+    from rorem_core.models.remover import Remover, ae_ceiling, composite
     from rorem_core.stages.evaluate import _load_chunk
 
     cfg = stage_config("evaluate", params)
@@ -48,8 +47,7 @@ def fills(params: dict, model: Path, test: Path, n: int, samples: int) -> tuple[
     runs = [composite(model.remove(src, msk, [cfg.eval_seed + 10_000 * k + i for i in range(len(entries))],
                                    steps=cfg.steps, scheduler=cfg.scheduler, batch_size=cfg.batch_size), src, msk)
             for k in range(samples)]
-    ceiling = composite(model.vae.decode(encode_images(model.vae, gt) / model.vae.config.scaling_factor)
-                        .sample.float().clamp(-1, 1), src, msk)
+    ceiling = ae_ceiling(model.vae, gt, src, msk)
     out: dict[str, list] = {"remover (1 sample)": [_unit(r) for r in runs[0]],
                             f"remover (mean of {samples})": [_unit(r) for r in torch.stack(runs).mean(0)]}
     for name, fill in reference_fills().items():

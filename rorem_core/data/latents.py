@@ -26,7 +26,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from rorem_core.data.fill import masked_source
+from rorem_core.data.fill import FILLS, masked_source
 from rorem_core.data.fullres import letterbox_image, letterbox_mask
 from rorem_core.data.images import load_mask, load_rgb
 from rorem_core.io import atomic_path, sha256_bytes
@@ -91,8 +91,6 @@ class LatentCache:
     the masked entry holds in the hole; the default ``zero`` keeps the folder name of before the option)."""
 
     def __init__(self, root: str | Path, vae, resolution: int, batch_size: int = 32, fill: str = "zero"):
-        from rorem_core.data.fill import FILLS
-
         if fill not in FILLS:
             raise ValueError(f"LatentCache: masked fill {fill!r} is not one of {FILLS}")
         self.vae, self.resolution, self.batch_size, self.fill = vae, resolution, batch_size, fill

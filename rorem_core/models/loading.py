@@ -87,7 +87,11 @@ def masked_fill_of(ref: str | Path) -> str:
     f = Path(resolve_ref(ref).base) / COND_FILE
     if not f.is_file():
         return "zero"
-    fill = json.loads(f.read_text()).get("masked_fill", "zero")
+    try:
+        fill = json.loads(f.read_text()).get("masked_fill", "zero")
+    except (json.JSONDecodeError, AttributeError) as e:   # not JSON, or not an object
+        raise ModelFolderError(f"{f}: not a JSON object {{\"masked_fill\": ...}} ({e}); write the fill the base's "
+                               "UNet was pretrained with (bootstrap writes it), or delete the file for zero") from None
     if fill not in FILLS:
         raise ModelFolderError(f"{f}: masked_fill {fill!r} is not one of {FILLS}; write the fill the base's UNet "
                                "was pretrained with (bootstrap writes it), or delete the file for zero")

@@ -127,3 +127,11 @@ def _strength_timesteps(sched, steps: int, strength: float):
 def composite(result: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Keep the source outside the mask: mask * result + (1 - mask) * source."""
     return mask * result + (1.0 - mask) * source
+
+
+@torch.no_grad()
+def ae_ceiling(vae, gt: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The autoencoder ceiling: the GT through the VAE, composited into the source (B, 3, R, R) in
+    [-1, 1]: the best fill a remover working in this latent space can produce."""
+    z = encode_images(vae, gt).to(vae.device) / vae.config.scaling_factor
+    return composite(vae.decode(z.to(vae.dtype)).sample.float().clamp(-1, 1).cpu(), source, mask)

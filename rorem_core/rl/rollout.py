@@ -25,7 +25,6 @@ from rorem_core.data.fill import masked_source
 from rorem_core.data.formats import Triplet, dataset_file, read_pool, read_triplets, resolve_in_root
 from rorem_core.data.images import load_mask, load_rgb
 from rorem_core.data.latents import encode_images, image_to_tensor, mask_to_latent, mask_to_tensor
-from rorem_core.evaluation.metrics import masked_psnr
 from rorem_core.io import atomic_path, check_safetensors
 from rorem_core.models.loading import vae_scale_factor
 from rorem_core.models.remover import composite
@@ -254,14 +253,12 @@ def heldout_rewards(unet, smp: Sampling, inputs: Inputs, rows: Sequence[int], re
 @torch.no_grad()
 def test_oracle(unet, smp: Sampling, test: Inputs, seed: int, success_db: float) -> dict:
     """Per-image masked PSNR, oracle success (PSNR >= success_db) and the judge's verdict (docs/judge.md)
-    on the test split, fixed seeds (paired before/after)."""
-    from rorem_core.evaluation.judge import judge
+    on the test split, fixed seeds (paired before/after); scored as the evaluation scores."""
+    from rorem_core.evaluation.scoring import score_image
 
     rows = list(range(len(test)))
     _, _, imgs = smp.sample(unet, test, rows, [row_seed(seed, 4, i) for i in rows])
-    psnr, judged = [], []
-    for i in rows:
-        res, gt, src, m = to_unit(imgs[i]), to_unit(test.gt[i]), to_unit(test.src[i]), test.mask[i, 0].numpy() > 0.5
-        psnr.append(masked_psnr(res, gt, m))
-        judged.append(float(judge(src, m, res, gt).good))
-    return {"masked_psnr": psnr, "success": [float(p >= success_db) for p in psnr], "judged": judged}
+    scores = [score_image(to_unit(imgs[i]), to_unit(test.gt[i]), test.mask[i, 0].numpy() > 0.5, success_db,
+                          source=to_unit(test.src[i])) for i in rows]
+    return {"masked_psnr": [r["masked_psnr"] for r in scores], "success": [float(r["psnr_success"]) for r in scores],
+            "judged": [float(r["judge_good"]) for r in scores]}

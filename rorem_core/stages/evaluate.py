@@ -12,11 +12,11 @@ from pydantic import BaseModel
 from rorem_core.config import EvaluateConfig
 from rorem_core.data.formats import dataset_file, read_triplets, resolve_in_root
 from rorem_core.data.images import load_mask, load_rgb, save_png
-from rorem_core.data.latents import encode_images, image_to_tensor, mask_to_tensor
+from rorem_core.data.latents import image_to_tensor, mask_to_tensor
 from rorem_core.device import resolve_device
 from rorem_core.evaluation.scoring import format_table, reference_fills, sample_grid, score_image, summarise
 from rorem_core.io import write_json_atomic
-from rorem_core.models.remover import Remover, composite
+from rorem_core.models.remover import Remover, ae_ceiling, composite
 from rorem_core.parallel import flatten_in_order, shards
 from rorem_core.stages import _cli
 
@@ -109,8 +109,7 @@ def _score_batch(cfg: EvaluateConfig, model: Remover, test_meta: Path, chunk, lo
     out = model.remove(src, msk, seeds, steps=cfg.steps, scheduler=cfg.scheduler, strength=cfg.strength,
                        batch_size=cfg.batch_size)
     out = composite(out, src, msk) if cfg.composite else out
-    ceiling = composite(model.vae.decode(encode_images(model.vae, gt) / model.vae.config.scaling_factor)
-                        .sample.float().clamp(-1, 1), src, msk) if refs else None
+    ceiling = ae_ceiling(model.vae, gt, src, msk) if refs else None
     part: dict = {"rows": {"remover": [], **{k: [] for k in refs}, **({"ae_ceiling": []} if refs else {})},
                   "fills": {}, "shown": []}
     for i, e in enumerate(chunk):

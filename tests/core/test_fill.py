@@ -73,6 +73,9 @@ def test_a_base_says_its_fill_and_a_bad_one_is_refused_naming_the_file(random_ti
     bad = _with_fill(model, tmp_path, "blur")
     with pytest.raises(ModelFolderError, match=rf"{COND_FILE}: masked_fill 'blur'.*bootstrap writes it"):
         masked_fill_of(bad)
+    (bad / COND_FILE).write_text("masked_fill: harmonic")   # YAML, not JSON
+    with pytest.raises(ModelFolderError, match=rf"{COND_FILE}: not a JSON object.*bootstrap writes it"):
+        masked_fill_of(bad)
 
 
 def test_the_latent_cache_holds_the_bases_fill_in_its_own_folder(random_tiny_model, tmp_path):

@@ -114,3 +114,17 @@ def test_model_card_has_metrics_counts_git_and_dvc(round_project, tmp_path, caps
     assert "exists and is not empty" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "x"), "--round", "2", "--model", "dpo", "--root", str(round_project)]) == 1
     assert "round 2 has no dpo model" in capsys.readouterr().err
+
+
+def test_a_harmonic_fill_export_keeps_its_fill_and_says_so(round_project, tmp_path):
+    from rorem_core.models.loading import COND_FILE, masked_fill_of
+
+    plain = tmp_path / "plain"
+    assert main(["export", str(plain), "--round", "1", "--model", "sft", "--root", str(round_project)]) == 0
+    assert not (plain / COND_FILE).exists() and "masked fill" not in (plain / "README.md").read_text()
+    (round_project / "models/base" / COND_FILE).write_text(json.dumps({"masked_fill": "harmonic"}))
+    out = tmp_path / "harmonic"
+    assert main(["export", str(out), "--round", "1", "--model", "dpo", "--root", str(round_project)]) == 0
+    assert masked_fill_of(out) == "harmonic"                     # rorem's loaders feed it what it was trained on
+    assert "Trained with a harmonic masked fill" in (out / "README.md").read_text()
+    assert json.loads((out / "rorem_export.json").read_text())["masked_fill"] == "harmonic"
