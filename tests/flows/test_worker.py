@@ -60,7 +60,8 @@ def test_a_worker_runs_a_round_from_the_work_pool_and_is_free_while_annotators_w
               "the worker's watcher to resume the round and the worker to finish it", wlog)
     assert st["resumed_by"] == "watcher" and st["tag"] == "round-1"
     assert (root / "data/annotations/round-1.dvc").is_file()
-    assert _flow_run(api, run_id)["state"]["type"] == "COMPLETED"
+    # the flow writes "completed" as its last step; Prefect records COMPLETED a moment after it returns
+    wait(lambda: _flow_run(api, run_id)["state"]["type"] == "COMPLETED", 60, "Prefect to record COMPLETED", wlog)
     assert run_id in wlog.read_text()                     # the worker ran it (not `rorem serve`)
     assert run_id not in (tmp_path / "serve.log").read_text()
 
