@@ -212,13 +212,34 @@ def disc(work: Path, judged: float) -> dict:
     meta = work / "cands" / f"labels_{judged:g}.json"
     write_entries(meta, [Triplet(source=v["source"], mask=v["mask"], GT=v["result"], id=v["id"], input_id=v["input_id"],
                                  score=float(v["good"])) for v in verdicts if v["input_id"] in keep])
-    res = train_discriminator.run(_cfg("train_discriminator"), work / "models/base", [meta],
-                                  work / "models" / f"disc_{judged:g}", anchors=work / "data/seed")
+    d = work / "models" / f"disc_{judged:g}"
+    res = train_discriminator.run(_cfg("train_discriminator"), work / "models/base", [meta], d,
+                                  anchors=work / "data/seed")
     h = res.metrics["heldout"]["all"]
     out = {"judged": judged, "inputs": len(inputs), **{k: h[k] for k in ("n", "n_good", "roc_auc", "roc_auc_ci95")}}
+    rest = [v for v in verdicts if v["input_id"] not in keep]
+    if rest:     # the unjudged inputs' candidates, auto-scored as a round does, by both threshold rules
+        out["auto"] = {rule: _auto_precision(work, d, rest, f"{judged:g}_{rule}", over)
+                       for rule, over in (("fixed_0.5", {}), ("min_precision_0.9", {"min_precision": 0.9}))}
     (work / "eval").mkdir(exist_ok=True)
     (work / "eval" / f"disc_{judged:g}.json").write_text(json.dumps(out))
     return out
+
+
+def _auto_precision(work: Path, disc_dir: Path, rest: list[dict], tag: str, over: dict) -> dict:
+    """auto_score on ``rest`` (candidates no human saw); the precision of what it accepts, by the judge."""
+    from rorem_core.data.formats import read_candidates, write_candidates
+    from rorem_core.stages import auto_score
+
+    ids = {v["id"] for v in rest}
+    manifest = work / "cands" / f"rest_{tag}.json"
+    write_candidates(manifest, [c for c in read_candidates(work / "cands/candidates.json") if c.id in ids])
+    res = auto_score.run(_cfg("auto_score", **over), disc_dir, manifest, work / "auto" / tag)
+    good = {v["id"]: v["good"] for v in rest}
+    acc = [e["id"] for e in json.loads((work / "auto" / tag / "meta.json").read_text())]
+    k = sum(good[i] for i in acc)
+    return {"n_unreviewed": len(rest), "n_accepted": len(acc), "precision": k / len(acc) if acc else None,
+            "threshold": res.metrics["threshold"], "rule": res.metrics["threshold_rule"]}
 
 
 def table(work: Path) -> str:

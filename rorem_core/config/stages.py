@@ -96,9 +96,20 @@ class EvaluateLCMConfig(EvaluateConfig):
 class AutoScoreConfig(Strict):
     base: BaseConfig
     threshold: float | None = None       # accept iff score > threshold; None = the discriminator's own
+    # or: the lowest threshold at which the discriminator's held-out human labels are >= min_precision
+    # good, over >= min_support of them (reward/metrics.precision_threshold); none such: accept nothing
+    min_precision: float | None = Field(None, gt=0, le=1)
+    min_support: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)    # images per VAE + discriminator call
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     link: Literal["hardlink", "copy"] = "hardlink"   # how candidate images enter the output folder
+
+    @model_validator(mode="after")
+    def _one_rule(self):
+        if self.threshold is not None and self.min_precision is not None:
+            raise ValueError(f"threshold={self.threshold} and min_precision={self.min_precision} are two rules "
+                             "for one threshold; set one of them to null")
+        return self
 
 
 class SelectConfig(Strict):

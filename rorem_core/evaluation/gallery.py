@@ -45,7 +45,9 @@ def pool_rows(root: Path, n: int) -> list[dict]:
     human = {e["id"]: float(e["score"]) for e in _json(root / rp.annotations / "scored" / "meta.json") or []
              if "id" in e}
     auto = {c["id"]: c.get("score") for c in (_json(root / rp.auto / "candidates.json") or {}).get("candidates") or []}
-    thr = (_json(root / rp.metrics("auto_score")) or {}).get("threshold") or 0.5
+    m = _json(root / rp.metrics("auto_score")) or {}
+    # threshold None with a min_precision rule: no threshold was precise enough, nothing was accepted
+    thr = m.get("threshold", 0.5) if m.get("threshold") is not None or "threshold_rule" not in m else float("inf")
     rows: dict[str, dict] = {}
     base = root / rp.candidates_dir
     for c in cands:

@@ -108,6 +108,24 @@ def agreement(labels, scores, *, threshold: float = 0.5, bins: int = 10) -> dict
             "success_rate_deviation": abs(est - human)}
 
 
+def precision_threshold(labels, scores, min_precision: float, min_support: int = 10) -> dict:
+    """The threshold that auto-accepts as much as it can while held-out labels say it stays precise.
+
+    Cuts lie just below each distinct score ``s`` (``t = nextafter(s, -inf)``, so ``score > t`` keeps
+    every item scoring >= s). For a cut, ``n(t) = #{score > t}`` and ``precision(t) = #{good, score > t}
+    / n(t)`` (good: label >= 0.5). The result is the LOWEST cut with ``n(t) >= min_support`` and
+    ``precision(t) >= min_precision`` (most accepted); when no cut qualifies, ``threshold`` is +inf:
+    accept nothing. Returns {threshold, precision, n_above, n_heldout, min_precision, min_support}."""
+    y, s = _arrays(labels, scores)
+    best = {"threshold": float("inf"), "precision": None, "n_above": 0}
+    for cut in np.unique(s)[::-1]:                      # highest score first: n(t) grows
+        above = s >= cut
+        n, prec = int(above.sum()), float((y[above] >= 0.5).mean())
+        if n >= min_support and prec >= min_precision:
+            best = {"threshold": float(np.nextafter(cut, -np.inf)), "precision": prec, "n_above": n}
+    return {**best, "n_heldout": int(len(y)), "min_precision": min_precision, "min_support": min_support}
+
+
 def _listed(ci: tuple[float, float] | None) -> list[float] | None:
     return None if ci is None else [ci[0], ci[1]]   # JSON-friendly, as success_ci95
 

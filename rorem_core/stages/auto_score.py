@@ -24,6 +24,7 @@ from rorem_core.data.formats import (
     Triplet,
     dataset_file,
     read_candidates,
+    read_json_list,
     resolve_in_root,
     write_candidates,
     write_entries,
@@ -31,6 +32,7 @@ from rorem_core.data.formats import (
 from rorem_core.evaluation.acceptance import judge_accepted
 from rorem_core.io import atomic_dir, link_or_copy
 from rorem_core.parallel import shards
+from rorem_core.reward.metrics import precision_threshold
 from rorem_core.reward.selection import Scorer, accepted, read_selection_ids
 from rorem_core.stages import _cli
 
@@ -52,7 +54,7 @@ def run(cfg: AutoScoreConfig, discriminator: Path, candidates: Path, out_dir: Pa
     cands = read_candidates(manifest)
     scorer = Scorer.load(discriminator, cfg.base, batch_size=cfg.batch_size, dtype=cfg.dtype)
     scores = scorer.score_candidates(manifest, cands)
-    thr = scorer.threshold if cfg.threshold is None else cfg.threshold
+    thr, rule = threshold(cfg, scorer, discriminator)
     skip = read_selection_ids(exclude) if exclude else set()
     good = accepted(cands, scores, thr, skip)
     by_id = dict(zip((c.id for c in cands), scores))
@@ -61,12 +63,29 @@ def run(cfg: AutoScoreConfig, discriminator: Path, candidates: Path, out_dir: Pa
         _write(cfg, manifest, cands, scores, good, str(discriminator), out_dir)
     sh.barrier()
     n = len(cands)
-    metrics = {"n_candidates": n, "n_excluded": len(skip & set(by_id)), "n_accepted": len(good), "threshold": thr,
+    metrics = {"n_candidates": n, "n_excluded": len(skip & set(by_id)), "n_accepted": len(good),
+               "threshold": thr if np.isfinite(thr) else None, "threshold_rule": rule,
                "acceptance_rate": len(good) / n if n else 0.0,
                "score_mean": float(np.mean(scores)) if n else None,
                "score_quantiles": [float(q) for q in np.quantile(scores, [0.1, 0.5, 0.9])] if n else None,
                "auto_precision": judge_accepted(out_dir / "meta.json", hidden) if hidden and sh.main else None}
     return AutoScoreResult(out_dir=str(out_dir), metrics=metrics)
+
+
+def threshold(cfg: AutoScoreConfig, scorer: Scorer, discriminator: Path) -> tuple[float, dict]:
+    """(accept iff score > this, how it was set). ``min_precision``: from the discriminator's held-out
+    human labels (heldout_scores.json); +inf, i.e. nothing accepted, when no threshold is that precise."""
+    if cfg.min_precision is None:
+        return (scorer.threshold if cfg.threshold is None else cfg.threshold), {"rule": "fixed"}
+    f = Path(discriminator) / "heldout_scores.json"
+    if not f.is_file():
+        raise ValueError(f"auto_score.min_precision={cfg.min_precision} sets the threshold from the discriminator's "
+                         f"held-out labels, but {f} does not exist (a discriminator adopted with "
+                         "train_discriminator.use has none); set auto_score.min_precision: null (and a threshold)")
+    rows = read_json_list(f)
+    r = precision_threshold([x["label"] for x in rows], [x["score"] for x in rows], cfg.min_precision,
+                            cfg.min_support)
+    return r["threshold"], {"rule": "min_precision", **{k: v for k, v in r.items() if k != "threshold"}}
 
 
 def _write(cfg: AutoScoreConfig, manifest: Path, cands, scores, good, disc_name: str, out_dir: Path) -> None:

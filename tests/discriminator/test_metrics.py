@@ -11,6 +11,7 @@ from rorem_core.reward.metrics import (
     average_ranks,
     expected_calibration_error,
     grouped_agreement,
+    precision_threshold,
     roc_auc,
     roc_auc_ci95,
 )
@@ -82,3 +83,17 @@ def test_grouped_agreement_splits_by_value():
     assert g["all"]["n"] == 4
     with pytest.raises(ValueError, match="group"):
         grouped_agreement([1, 0], [0.5, 0.5], {"band": ["x"]})
+
+
+def test_precision_threshold_hand_values():
+    y = [1, 1, 0, 1, 0, 0]
+    s = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    # cuts (n, precision): 0.9 (1, 1.0) 0.8 (2, 1.0) 0.7 (3, 2/3) 0.6 (4, 3/4) 0.5 (5, 3/5) 0.4 (6, 1/2)
+    r = precision_threshold(y, s, 0.75, min_support=2)
+    assert r["n_above"] == 4 and r["precision"] == 0.75 and 0.5 < r["threshold"] < 0.6   # keeps 0.6, drops 0.5
+    assert precision_threshold(y, s, 0.8, min_support=2)["n_above"] == 2                 # 0.6's 3/4 < 0.8
+    none = precision_threshold(y, s, 0.9, min_support=3)                                  # n >= 3 never 90 % good
+    assert none["threshold"] == float("inf") and none["n_above"] == 0 and none["precision"] is None
+    # tied scores are kept or dropped together: cuts 0.9 (1, 1.0) 0.7 (3, 2/3) 0.2 (4, 1/2)
+    tie = precision_threshold([1, 1, 0, 0], [0.9, 0.7, 0.7, 0.2], 0.6, min_support=1)
+    assert tie["n_above"] == 3 and abs(tie["precision"] - 2 / 3) < 1e-12 and 0.2 < tie["threshold"] < 0.7

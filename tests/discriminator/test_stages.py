@@ -5,6 +5,7 @@ its argv, training resumes from its checkpoint, and the outputs resolve inside t
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -98,6 +99,33 @@ def test_auto_score_accepts_and_links(trained, small_round, tiny_model, tmp_path
                           tmp_path / "auto2", exclude=sel)
     assert res2.metrics["n_accepted"] == 0 and res2.metrics["n_excluded"] == 1
     assert res2.metrics["auto_precision"] is None                       # no hidden GT given: unknown
+
+
+def test_auto_score_min_precision_sets_the_threshold_from_the_heldout_labels(trained, small_round, tiny_model,
+                                                                              tmp_path):
+    _, tmp, _ = trained
+    disc = tmp_path / "disc"
+    shutil.copytree(tmp / "disc", disc)
+    # held-out labels written by hand: above 0.6 three of four are good (0.75), above 0.3 three of six
+    rows = [{"label": lab, "score": sc} for lab, sc in ((1, 0.9), (1, 0.8), (0, 0.7), (1, 0.6), (0, 0.5), (0, 0.3))]
+    (disc / "heldout_scores.json").write_text(json.dumps(rows))
+    acfg = AutoScoreConfig(base=base_cfg(tmp, tiny_model), min_precision=0.75, min_support=2, batch_size=5)
+    res = auto_score.run(acfg, disc, small_round.candidates, tmp_path / "auto")
+    scores = [c.score for c in read_candidates(tmp_path / "auto" / "candidates.json")]
+    assert 0.5 < res.metrics["threshold"] < 0.6
+    assert res.metrics["threshold_rule"] == {"rule": "min_precision", "precision": 0.75, "n_above": 4,
+                                             "n_heldout": 6, "min_precision": 0.75, "min_support": 2}
+    assert res.metrics["n_accepted"] == sum(s > res.metrics["threshold"] for s in scores)
+    # no threshold is 90 % precise over >= 3 labels: nothing is accepted, and the metrics say why
+    none = auto_score.run(acfg.model_copy(update={"min_precision": 0.9, "min_support": 3}), disc,
+                          small_round.candidates, tmp_path / "auto2")
+    assert none.metrics["n_accepted"] == 0 and none.metrics["threshold"] is None
+    assert read_triplets(tmp_path / "auto2" / "meta.json") == []
+    (disc / "heldout_scores.json").unlink()
+    with pytest.raises(ValueError, match=r"heldout_scores.json does not exist.*min_precision: null"):
+        auto_score.run(acfg, disc, small_round.candidates, tmp_path / "auto3")
+    with pytest.raises(ValueError, match="two rules for one threshold"):
+        AutoScoreConfig(base=base_cfg(tmp, tiny_model), threshold=0.5, min_precision=0.9)
 
 
 def test_select_random_then_mixed(trained, small_round, tiny_model, tmp_path):
