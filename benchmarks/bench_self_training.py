@@ -6,18 +6,23 @@
   PYTHONPATH=. python benchmarks/bench_self_training.py --workdir DIR table
 
 The remover half of a round, isolated, with a perfect annotator (the judge on the hidden GT) so that
-only the mechanism varies: the base (the shipped harmonic-fill K = 5 base) generates ``--k``
-candidates on a pool of its own (``pool-101``: never a round's pool), the judge accepts the clean ones,
+only the mechanism varies: the base (the shipped harmonic-fill K = 5 base) generates K = 8
+candidates per input on a pool of its own (``pool-101``: never a round's pool), the judge accepts the clean ones,
 a recipe picks which enter the training set next to the seed triplets (accepted results are their
 own targets, as in RORem) and fine-tunes the base; the base and every recipe are judged on the same
 validation split (``val``: its own salt, 400 images, half hard) with the same seeds, so each change is
-paired per image. The data comes from the synthetic generator with the salts of the real stages'
-generator: the test split and the round pools are never read.
+paired per image. Its splits are drawn by the project's synthetic generator under their own salts
+(``val``, ``pool-101``, ``hardmix``): the test split and the round pools are never read.
 
 Recipes (RECIPES below): the previous default (K = 2, a quarter of the inputs judged, 200 steps at
 lr 2e-5), the same fine-tune on the seed alone (what the steps give without new data), best-of-K
-(the cleanest accepted candidate per input, oversampled to ``new_share`` of the batches, more steps),
-and every clean candidate. A finished step is not run again (each writes atomically).
+(the cleanest accepted candidate per input, oversampled to half the batches, more steps), every clean
+candidate, and two bounds that no selection can beat: the pool's hidden GT as targets, and 4,000 fresh
+GT triplets half hard. ``disc SHARE`` trains the round's discriminator on the judge's labels of that
+share of the pool's inputs and auto-scores the rest with both threshold rules (0.5, and
+``auto_score.min_precision: 0.9``). A finished step is not run again (each writes atomically).
+``--tiny`` (at prepare) shrinks every size: the wiring check of tests/core/test_self_training_bench.py.
+Figures and commands: docs/judge.md, "The mechanism, on a validation split".
 """
 
 from __future__ import annotations
@@ -49,8 +54,8 @@ SIZES = {"full": dict(val=400, pool=240, k=8, gen_steps=50, eval_steps=50, step_
 TINY_SYNTHETIC = {"n_seed": 48, "n_test": 8, "pool_size": 4, "n_pools": 1}
 # name -> k: candidates per input used; judged: share of the pool's inputs judged; pick: which clean
 # candidates enter (all | best per input | none), or "gt" / "fresh_gt" (bounds, not mechanisms: the
-# pool's hidden GT, or `fresh` new GT triplets half hard); new_share: share of batches of new triplets
-# (None: listed once); steps and lr of the fine-tune (schedule as train_remover's unless given)
+# pool's hidden GT, or `fresh` new GT triplets half hard, trained on alone: seed=False); new_share:
+# share of batches of new triplets (None: listed once); steps, lr (and schedule, warmup) of the fine-tune
 RECIPES = {
     "previous": dict(k=2, judged=0.25, pick="all", new_share=None, steps=200, lr=2e-5),
     "seed_only": dict(k=0, judged=0.0, pick="none", new_share=None, steps=600, lr=1e-4),
@@ -58,7 +63,8 @@ RECIPES = {
     "all_clean": dict(k=8, judged=1.0, pick="all", new_share=0.5, steps=600, lr=1e-4),
     "pool_gt": dict(k=1, judged=1.0, pick="gt", new_share=0.5, steps=600, lr=1e-4),
     "pool_gt_lr2e-5": dict(k=1, judged=1.0, pick="gt", new_share=0.5, steps=600, lr=2e-5),
-    "fresh_gt": dict(k=0, judged=0.0, pick="fresh_gt", new_share=None, steps=2400, lr=1e-4, schedule="cosine"),
+    "fresh_gt": dict(k=0, judged=0.0, pick="fresh_gt", new_share=None, steps=2400, lr=1e-4, schedule="cosine",
+                     warmup=50, seed=False),
 }
 
 
@@ -164,7 +170,7 @@ def _new_triplets(work: Path, name: str, r: dict, sz: dict) -> tuple[Path | None
     if r["pick"] == "fresh_gt":
         d = work / "fresh_gt"
         if not (d / "meta.json").is_file():
-            write_triplets(d, _cfg("bootstrap").synthetic, "fresh", sz["fresh"], 0.5)
+            write_triplets(d, _cfg("bootstrap").synthetic, "hardmix", sz["fresh"], 0.5)
         bands = [e["band"] for e in json.loads((d / "meta.json").read_text())]
         return d / "meta.json", len(bands), bands.count("hard")
     new = accepted(json.loads((work / "verdicts.json").read_text()), r["k"], r["judged"], r["pick"])
@@ -190,9 +196,10 @@ def train(work: Path, name: str) -> None:
     if not (out / "rorem_model.json").is_file():
         steps = max(2, round(r["steps"] * sz["step_scale"]))
         cfg = _cfg("train_remover", steps=steps, lr=r["lr"], checkpoint_every=100, log_every=50,
-                   lr_warmup_steps=min(20, steps - 1),
+                   lr_warmup_steps=min(r.get("warmup", 20), steps - 1),
                    **({"lr_schedule": r["schedule"]} if "schedule" in r else {}))
-        train_remover.run(cfg, work / "models/base", [work / "data/seed", *([meta] * rep if meta else [])], out)
+        seed = [work / "data/seed"] if r.get("seed", True) else []
+        train_remover.run(cfg, work / "models/base", [*seed, *([meta] * rep if meta else [])], out)
     (work / "eval").mkdir(exist_ok=True)
     (work / "eval" / f"{name}.json").write_text(json.dumps({"n_new": n_new, "repeats": rep, "n_hard": n_hard}))
     _evaluate(work, name, out, sz)

@@ -40,19 +40,20 @@ def test_repeats_make_the_new_triplets_their_share_of_the_batches():
 
 
 @pytest.mark.slow
-def test_a_tiny_run_prepares_trains_two_recipes_and_tabulates_them_paired(tmp_path, capsys):
+def test_a_tiny_run_prepares_trains_three_recipes_and_tabulates_them_paired(tmp_path, capsys):
     work = tmp_path / "st"
     assert main(["--workdir", str(work), "--tiny", "prepare"]) == 0
     verdicts = json.loads((work / "verdicts.json").read_text())
     assert len(verdicts) == 6 * 2 and {v["input_id"] for v in verdicts} == {f"r101-p{i:04d}" for i in range(6)}
     assert len(json.loads((work / "eval/base/per_image.json").read_text())) == 16
-    for recipe in ("pool_gt", "best_of_k"):
+    for recipe in ("pool_gt", "best_of_k", "fresh_gt"):
         assert main(["--workdir", str(work), "train", recipe]) == 0
     gt = json.loads((work / "eval/pool_gt.json").read_text())
     assert gt["n_new"] == 6 and gt["repeats"] == 8          # 48 seed triplets, half the batches: 6 x 8
     clean = sum(v["good"] for v in verdicts)
     assert json.loads((work / "eval/best_of_k.json").read_text())["n_new"] <= clean
+    assert json.loads((work / "eval/fresh_gt.json").read_text())["n_new"] == 16
     table = capsys.readouterr().out.strip().splitlines()
-    rows = [r for r in table[-3:] if r.startswith("| ")]
-    assert [r.split(" | ")[0] for r in rows] == ["| base", "| best_of_k", "| pool_gt"]
+    rows = [r for r in table[-4:] if r.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows] == ["| base", "| best_of_k", "| pool_gt", "| fresh_gt"]
     assert all(r.count("[") == 4 for r in rows[1:])         # two bands x (rate, paired change) with intervals
