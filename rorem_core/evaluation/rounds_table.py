@@ -93,6 +93,7 @@ def round_figures(n: int, m: Mapping, base: Mapping | None, prev: Mapping | None
            "disc_rate": _rate(t1["disc_accepted"], t1["disc_judged"]),
            "auc": held.get("roc_auc"), "auc_ci95": held.get("roc_auc_ci95"), "auc_n": held.get("n"),
            "precision": prec.get("precision"), "precision_ci95": prec.get("ci95"), "precision_n": prec.get("n"),
+           "auto_rule": dig(m.get("auto_score"), "threshold_rule"),
            "ceiling": _ceiling(m)}
     for b in BANDS:
         row[b] = band_success(m.get("per_image"), b)
@@ -150,7 +151,8 @@ def check_bars(base: Mapping | None, rows: Sequence[Mapping]) -> list[dict]:
                         " ".join(filter(None, (fmt(auc, "3"), _ci(ci, "3")))) + f", n={r['auc_n']}"))
         p = r["precision"]
         out.append(_bar(f"part 4: round {r['round']} auto-acceptance precision >= {PRECISION_MIN}",
-                        None if p is None else p >= PRECISION_MIN, f"{fmt(p, '%')} of {r['precision_n']}"))
+                        None if p is None else p >= PRECISION_MIN,
+                        _nothing_accepted(r) or f"{fmt(p, '%')} of {r['precision_n']}"))
     return out
 
 
@@ -185,6 +187,15 @@ def _ci(ci: Sequence[float] | None, kind: str = "%") -> str:
     return "" if not ci else f"[{fmt(ci[0], kind)}, {fmt(ci[1], kind)}]"
 
 
+def _nothing_accepted(r: Mapping) -> str | None:
+    """Why a round auto-accepted nothing under ``auto_score.min_precision``; None otherwise."""
+    rule = r.get("auto_rule") or {}
+    if r.get("precision") is not None or rule.get("rule") != "min_precision" or rule.get("precision") is not None:
+        return None
+    return (f"nothing auto-accepted: no threshold is {fmt(rule['min_precision'], '%')} precise over >= "
+            f"{rule['min_support']} of the discriminator's {rule['n_heldout']} held-out labels")
+
+
 def _change(c: Mapping | None) -> str:
     if not c:
         return "n/a"
@@ -203,7 +214,7 @@ def _cells(r: Mapping) -> dict[str, str]:
             **{f"{b}_vs_prev": _change(r.get(f"{b}_vs_prev")) for b in BANDS},
             "auc": NA if r.get("auc") is None else f"{fmt(r['auc'], '3')} {_ci(r.get('auc_ci95'), '3')} "
                                                    f"(n={r.get('auc_n')})",
-            "precision": NA if r.get("precision") is None else
+            "precision": (_nothing_accepted(r) or NA) if r.get("precision") is None else
             f"{fmt(r['precision'], '%')} {_ci(r.get('precision_ci95'))} (n={r.get('precision_n')})"}
 
 

@@ -87,3 +87,16 @@ def test_a_worse_round_beyond_its_interval_misses():
     base = {"per_image": _images("1111", "1111111111")}
     t = rounds_table({0: base, 1: _round(1, "1111", "0000000000")})
     assert any(b["bar"].startswith("part 3: round 1 not below the base on the hard band") for b in t["missed"])
+
+
+def test_a_round_that_auto_accepted_nothing_under_min_precision_says_why():
+    r1 = _round(1, "1111", "0000000000")
+    r1["auto_score"] = {"n_candidates": 50, "n_excluded": 10, "n_accepted": 0, "threshold": None,
+                        "threshold_rule": {"rule": "min_precision", "precision": None, "n_above": 0, "n_heldout": 336,
+                                           "min_precision": 0.9, "min_support": 10},
+                        "auto_precision": {"n": 0, "n_clean": 0, "precision": None, "ci95": None, "reasons": {}}}
+    t = rounds_table({1: r1})
+    why = "nothing auto-accepted: no threshold is 90.0% precise over >= 10 of the discriminator's 336 held-out labels"
+    bar = next(b for b in t["missed"] if b["bar"].startswith("part 4: round 1 auto-acceptance precision"))
+    assert bar["seen"] == f"not measured ({why})"          # still missed: no precision was measured
+    assert why in render(t)
