@@ -17,9 +17,13 @@ def _w(root: Path, rel: str, obj) -> None:
     p.write_text(json.dumps(obj))
 
 
-def _evaluate(success: float, psnr: float) -> dict:
+def _evaluate(success: float, psnr: float, judged: float | None = None) -> dict:
+    """Metrics of an evaluation; with ``judged`` its `judge: judge` form (success follows the judge, both
+    rules recorded), so the model table must read the PSNR rule from ``psnr_success_rate``."""
     agg = {"n": 10, "masked_psnr": psnr, "masked_psnr_sem": 0.1, "unmasked_psnr": 40.0, "success_rate": success,
            "success_ci95": [0.1, 0.9]}
+    if judged is not None:
+        agg.update(success_rate=judged, psnr_success_rate=success, judged_success_rate=judged)
     return {"remover": {"all": agg}, "leave_object": {"all": {**agg, "success_rate": 0.0}}}
 
 
@@ -135,7 +139,7 @@ def test_an_imported_seed_set_is_row_0(tmp_path):
 def test_rl_beside_the_other_models_and_the_reward_vs_oracle_table(tmp_path):
     root = make_project(tmp_path / "p", rounds=1)
     _w(root, "results/evaluate_dpo/round-1/metrics.json", _evaluate(0.5, 22.0))
-    _w(root, "results/evaluate_rl/round-1/metrics.json", _evaluate(0.6, 23.0))
+    _w(root, "results/evaluate_rl/round-1/metrics.json", _evaluate(0.6, 23.0, judged=0.2))
     pair = lambda b, a, lo, hi: {"n": 20, "before": b, "after": a, "delta": a - b, "ci95": [lo, hi]}  # noqa: E731
     _w(root, "results/train_rl/round-1.json", {
         "enabled": True, "loss": "ppo", "reward": "discriminator", "rollouts": 4, "stopped_early": "plateau: ...",
@@ -145,7 +149,8 @@ def test_rl_beside_the_other_models_and_the_reward_vs_oracle_table(tmp_path):
     assert [m["model"] for m in s["models"]] == ["remover", "DPO remover", "RL remover"]
     assert s["rl"][0]["stopped"] == "plateau" and s["rl"][0]["heldout"] == (0.6, 0.7)
     md = (root / "reports" / "report.md").read_text()
-    assert "| 1 | RL remover | 10 | yes | 60.0% | 23.00 | 40.00 | n/a |" in md   # GT column; no disc. estimate
+    # both GT rules side by side, whichever one its evaluation's `success` followed; no disc. estimate
+    assert "| 1 | RL remover | 10 | yes | 60.0% | 20.0% | 23.00 | 40.00 | n/a |" in md
     assert ("| 1 | discriminator | ppo | 4 | plateau | 0.600 -> 0.700 | [0.050, 0.150] | 80.0% -> 75.0% | "
             "[-10.0%, 0.0%] | 10.0% -> 20.0% | [0.0%, 20.0%] | 27.00 -> 26.50 | [-0.800, -0.200] |") in md
 
