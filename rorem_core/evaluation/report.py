@@ -153,13 +153,16 @@ def rl_row(n: int, m: dict[str, Any]) -> dict[str, Any]:
 
 
 def fmt(v: Any, kind: str = "") -> str:
-    """Cell text: "n/a" for missing/NaN, percentages for kind "%", 2 decimals for floats."""
+    """Cell text: "n/a" for missing/NaN, percentages for kind "%", 3 significant digits for kind "g" (a
+    loss of 2.7e-05 is not 0.000), 3 decimals for kind "3", 2 decimals for other floats."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return NA
     if isinstance(v, tuple):
         return " -> ".join(fmt(x, kind) for x in v) if any(x is not None for x in v) else NA
     if kind == "%":
         return f"{100 * v:.1f}%"
+    if isinstance(v, float) and kind == "g":
+        return f"{v:.3g}"
     return f"{v:.3f}" if isinstance(v, float) and kind == "3" else f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
@@ -180,7 +183,7 @@ DISC = [("round", "round", ""), ("n", "held-out labels", ""), ("accuracy", "accu
         ("est_success_rate", "success (disc. est.)", "%"), ("success_rate_deviation", "|deviation|", "%")]
 PREF = [("round", "round", ""), ("pairs", "preference pairs", ""), ("dpo_acc_before", "DPO implicit acc. before", "%"),
         ("dpo_acc_after", "after", "%"), ("dpo_loss", "DPO loss first -> last", "3"),
-        ("rwd_loss", "RWD loss first -> last", "3")]
+        ("rwd_loss", "RWD loss first -> last", "g")]
 RL = [("round", "round", ""), ("reward", "reward", ""), ("loss", "loss", ""), ("rollouts", "rollouts", ""),
       ("stopped", "stopped early", ""), ("heldout", "held-out reward before -> after", "3"),
       ("heldout_ci", "change, 95% CI", ""), ("test_success", "test oracle success", "%"),

@@ -103,6 +103,7 @@ def test_round_row_without_any_file_is_all_na():
     row = round_row(3, {k: None for k in ("annotations", "auto_score", "trainset", "evaluate")}, "p")
     assert {k for k, v in row.items() if v is not None} == {"round", "source"}
     assert fmt(None) == fmt(float("nan")) == "n/a" and fmt(0.25, "%") == "25.0%"
+    assert fmt(2.6931e-05, "g") == "2.69e-05" and fmt(0.701, "g") == "0.701" and fmt((0.5, None), "g") == "0.5 -> n/a"
 
 
 def test_reliability_bins_scores():
