@@ -195,7 +195,7 @@ class Sampling:
         tr = sample_with_log_prob(unet, self.cond, inputs.cond(r, self.device), s, self.sched, eta=self.eta,
                                   alphas_cumprod=self.alphas_cumprod, resolution=self.resolution)
         idx = torch.as_tensor(r)
-        return tr.latents.cpu(), tr.log_probs.cpu(), composite(self.decode(tr.final), inputs.src[idx], inputs.mask[idx])
+        return tr.latents.cpu(), tr.log_probs.cpu(), composite(self.decode(tr.x0), inputs.src[idx], inputs.mask[idx])
 
 
 def collect_rollout(unet, smp: Sampling, inputs: Inputs, chosen: Sequence[int], k: int, reward: RewardModel, *,

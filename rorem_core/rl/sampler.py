@@ -13,7 +13,12 @@ weights (DDPO, Black et al. 2023). Notation: abar = alphas_cumprod, t' = the nex
 The log-prob is AVERAGED over latent dims (as DDPO), at sampling and at training time through the
 same function, so ratios exp(logp_new - logp_old) are exact. eta must be > 0: eta = 0 is the
 deterministic DDIM, which has no density. The last step goes to abar_0 = alphas_cumprod[0], not to 1
-(DDIM's ``set_alpha_to_one=False``), so every step keeps std > 0 and a density.
+(DDIM's ``set_alpha_to_one=False``), so every step keeps std > 0 and a density. That last x_{t'}
+still holds noise of std sqrt(1 - abar_0) (~0.03 in latent units, plus eta's sampling noise), which the
+tiny autoencoder decodes as speckle the judge rejects (0 % judged clean at any steps / eta, where the
+same UNet's Euler samples are 27 %: benchmarks/bench_rl_sampler.py). So the IMAGE of a trajectory is
+the last step's x0_hat (``Trajectory.x0``), as DDIM's ``pred_original_sample``; the chain and its
+log-probs are unchanged.
 
 Shapes: latents (B, 4, h, w); timesteps [S] (descending); a trajectory stores S + 1 latents.
 """
@@ -90,11 +95,13 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
 @dataclass
 class Trajectory:
     """A batch of sampled chains: ``latents`` (B, S+1, C, h, w) [x_T ... x_0'], ``log_probs`` (B, S)
-    of each step under the sampling weights, ``timesteps`` [S]."""
+    of each step under the sampling weights, ``timesteps`` [S], and ``x0`` (B, C, h, w): the last
+    step's x0_hat, the latent of the result image (module doc)."""
 
     latents: torch.Tensor
     log_probs: torch.Tensor
     timesteps: torch.Tensor
+    x0: torch.Tensor
 
     @property
     def final(self) -> torch.Tensor:
@@ -119,11 +126,13 @@ def sample_with_log_prob(unet, cond: PromptEmbeds, batch: dict, seeds: Sequence[
     for j, t in enumerate(sched.timesteps):
         idx = torch.full((len(x),), j, dtype=torch.long)
         out = unet_forward(unet, x, t.to(dev).expand(len(x)), batch, cond, resolution)
+        x0 = predicted_x0(out.float(), x.float(), t.to(dev).expand(len(x)), alphas_cumprod, sched.prediction_type)
         mean, std = step_mean_std(out, x, idx, sched, eta, alphas_cumprod)
         x = mean + std * noise[:, j + 1]
         lps.append(gaussian_log_prob(x, mean, std))
         lats.append(x)
-    return Trajectory(latents=torch.stack(lats, 1), log_probs=torch.stack(lps, 1), timesteps=sched.timesteps.clone())
+    return Trajectory(latents=torch.stack(lats, 1), log_probs=torch.stack(lps, 1), timesteps=sched.timesteps.clone(),
+                      x0=x0)
 
 
 def transition_log_prob(unet, cond: PromptEmbeds, batch: dict, x_t: torch.Tensor, x_prev: torch.Tensor,

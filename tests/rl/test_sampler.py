@@ -103,3 +103,22 @@ def test_eta_zero_has_no_density_and_is_refused(parts):
     sched = DDIMSchedule.make(ac, STEPS, "v_prediction")
     with pytest.raises(ValueError, match=r"eta=0.*no density.*eta > 0"):
         sample_with_log_prob(unet, cond, batch, [1, 2, 3], sched, eta=0.0, alphas_cumprod=ac, resolution=RES)
+
+
+def test_the_result_latent_is_the_last_steps_x0_prediction_not_the_noisy_last_latent(parts):
+    """The last step lands on abar_0 < 1 with std > 0, so x_0' still holds noise; the image of a
+    trajectory is decoded from the last step's x0_hat (module doc), computed by hand here."""
+    from rorem_core.models.unet import unet_forward
+    from rorem_core.preference.lcm import predicted_x0
+
+    unet, cond, ac, batch, _ = parts
+    sched = DDIMSchedule.make(ac, STEPS, "v_prediction")
+    tr = sample_with_log_prob(unet, cond, batch, [4, 5, 6], sched, eta=1.0, alphas_cumprod=ac, resolution=RES)
+    t = sched.timesteps[-1].expand(3)
+    with torch.no_grad():
+        out = unet_forward(unet, tr.latents[:, -2], t, batch, cond, RES)
+    # v-prediction by hand: x0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v
+    a = ac[sched.timesteps[-1]].float()
+    torch.testing.assert_close(tr.x0, a.sqrt() * tr.latents[:, -2] - (1 - a).sqrt() * out.float(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(tr.x0, predicted_x0(out.float(), tr.latents[:, -2], t, ac, "v_prediction"))
+    assert (tr.final - tr.x0).abs().mean() > 1e-3            # the last latent is not the result
