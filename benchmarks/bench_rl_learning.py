@@ -1,6 +1,7 @@
 """Online-RL learning runs on the tiny preset (shipped base, 64 px, CPU), printed side by side:
 
     python benchmarks/bench_rl_learning.py [--workspace DIR] [--out DIR] [--rewards brightness,discriminator,oracle,judge]
+        [--set KEY=VALUE ...]      # train_rl fields over RECIPE, e.g. --set lr=3e-4
 
 One recipe for every reward (RECIPE: REINFORCE, lr 1e-3, 160 transitions per step, 20 steps = 10
 rollouts of 16 inputs x 4 samples; 20 held-out inputs of a 40-input pool; 100 test images):
@@ -96,10 +97,15 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path, help="a bootstrapped project (params.yaml + models/base + data)")
     ap.add_argument("--out", type=Path, default=Path(".rorem/bench_rl_learning"))
     ap.add_argument("--rewards", default="brightness,discriminator,oracle")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a train_rl field over RECIPE, e.g. --set lr=3e-4 --set steps=40 (repeatable)")
     a = ap.parse_args()
+    from benchmarks.bench_rounds import parse_sets
+
+    over = parse_sets(a.sets)
     params, model, data = workspace(a.workspace, a.out)
     for reward in a.rewards.split(","):
-        show(reward, run_reward(reward, params, model, data, a.out / reward))
+        show(reward, run_reward(reward, params, model, data, a.out / reward, **over))
 
 
 if __name__ == "__main__":
