@@ -46,8 +46,12 @@ def pool_rows(root: Path, n: int) -> list[dict]:
              if "id" in e}
     auto = {c["id"]: c.get("score") for c in (_json(root / rp.auto / "candidates.json") or {}).get("candidates") or []}
     m = _json(root / rp.metrics("auto_score")) or {}
-    # threshold None with a min_precision rule: no threshold was precise enough, nothing was accepted
-    thr = m.get("threshold", 0.5) if m.get("threshold") is not None or "threshold_rule" not in m else float("inf")
+    if m.get("threshold") is not None:
+        thr = m["threshold"]
+    elif "threshold_rule" in m:     # min_precision found no threshold that precise: nothing was accepted
+        thr = float("inf")
+    else:                           # no auto_score metrics yet: the discriminator's own
+        thr = 0.5
     rows: dict[str, dict] = {}
     base = root / rp.candidates_dir
     for c in cands:

@@ -94,3 +94,18 @@ def test_gallery_images_load_and_filters_work(tmp_path, browser):
     page.click("button[data-filter=all]")
     assert len(visible_rows(page)) == 5
     page.close()
+
+
+def test_pool_rows_read_the_auto_score_threshold_and_an_empty_min_precision_acceptance(tmp_path):
+    from rorem_core.evaluation.gallery import pool_rows
+
+    make_round(tmp_path)
+    ok = lambda: {r["id"]: r["disc_ok"] for row in pool_rows(tmp_path, 1) for r in row["results"]}  # noqa: E731
+    assert ok() == {"r1-A-k0": True, "r1-A-k1": True, "r1-B-k0": True, "r1-B-k1": True, "r1-C-k0": False,
+                    "r1-C-k1": False}                                   # threshold 0.5
+    metrics = tmp_path / "results/auto_score/round-1.json"
+    metrics.write_text(json.dumps({"threshold": 0.75, "n_accepted": 2}))
+    assert [k for k, v in ok().items() if v] == ["r1-A-k0", "r1-B-k0"]
+    # min_precision found no threshold: nothing was accepted, so nothing shows as accepted
+    metrics.write_text(json.dumps({"threshold": None, "threshold_rule": {"rule": "min_precision"}, "n_accepted": 0}))
+    assert not any(ok().values())
