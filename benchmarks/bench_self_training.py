@@ -4,6 +4,8 @@
   PYTHONPATH=. python benchmarks/bench_self_training.py --workdir DIR prepare
   PYTHONPATH=. python benchmarks/bench_self_training.py --workdir DIR train RECIPE     # one per process
   PYTHONPATH=. python benchmarks/bench_self_training.py --workdir DIR table
+  ... evaluate --init MODEL --name NAME          # any remover (e.g. a round's) on the validation split
+  ... train RECIPE --init MODEL --name NAME      # a recipe's fine-tune from that remover
 
 The remover half of a round, isolated, with a perfect annotator (the judge on the hidden GT) so that
 only the mechanism varies: the base (the shipped harmonic-fill K = 5 base) generates K = 8
@@ -184,14 +186,16 @@ def _new_triplets(work: Path, name: str, r: dict, sz: dict) -> tuple[Path | None
     return (meta if new else None), len(new), sum(v["band"] == "hard" for v in new)
 
 
-def train(work: Path, name: str) -> None:
-    """Fine-tune the base with one recipe on seed + its new triplets; judge it on the validation split."""
+def train(work: Path, name: str, init: Path | None = None, as_name: str | None = None) -> None:
+    """Fine-tune the base (or ``init``, e.g. a round's remover, stored as ``as_name``) with one recipe on
+    seed + its new triplets; judge it on the validation split."""
     from rorem_core.stages import train_remover
 
     sz, r = _setup(work), RECIPES[name]
     meta, n_new, n_hard = _new_triplets(work, name, r, sz)
     n_seed = len(json.loads((work / "data/seed/meta.json").read_text()))
     rep = repeats(n_new, n_seed, r["new_share"])
+    name = as_name or name
     out = work / "models" / name
     if not (out / "rorem_model.json").is_file():
         steps = max(2, round(r["steps"] * sz["step_scale"]))
@@ -199,10 +203,19 @@ def train(work: Path, name: str) -> None:
                    lr_warmup_steps=min(r.get("warmup", 20), steps - 1),
                    **({"lr_schedule": r["schedule"]} if "schedule" in r else {}))
         seed = [work / "data/seed"] if r.get("seed", True) else []
-        train_remover.run(cfg, work / "models/base", [*seed, *([meta] * rep if meta else [])], out)
+        train_remover.run(cfg, init or work / "models/base", [*seed, *([meta] * rep if meta else [])], out)
     (work / "eval").mkdir(exist_ok=True)
-    (work / "eval" / f"{name}.json").write_text(json.dumps({"n_new": n_new, "repeats": rep, "n_hard": n_hard}))
+    what = f"{n_new} ({n_hard}) x {rep}" + (f" from {init}" if init else "")
+    (work / "eval" / f"{name}.json").write_text(json.dumps({"what": what}))
     _evaluate(work, name, out, sz)
+
+
+def evaluate_model(work: Path, name: str, model: Path) -> None:
+    """Judge any remover folder (e.g. a round's, from bench_rounds) on the validation split as ``name``."""
+    sz = _setup(work)
+    (work / "eval").mkdir(exist_ok=True)
+    (work / "eval" / f"{name}.json").write_text(json.dumps({"what": f"model {model}"}))
+    _evaluate(work, name, model, sz)
 
 
 def disc(work: Path, judged: float) -> dict:
@@ -258,13 +271,15 @@ def table(work: Path) -> str:
              f"{len(verdicts)} candidates, judged clean {100 * np.mean([v['good'] for v in verdicts]):.1f} %",
              "| recipe | new triplets (hard) x repeats | easy % [95 % CI] | hard % [95 % CI] | easy vs base | hard vs base |",
              "|---|---|---|---|---|---|"]
-    for name in ["base", *RECIPES]:
+    extra = sorted(d.name for d in (work / "eval").iterdir() if (d / "per_image.json").is_file()
+                   and d.name not in RECIPES and d.name != "base")
+    for name in ["base", *RECIPES, *extra]:
         f = work / "eval" / name / "per_image.json"
         if not f.is_file():
             continue
         rows = json.loads(f.read_text())
         info = json.loads((work / "eval" / f"{name}.json").read_text()) if name != "base" else None
-        cells = [f"{name}", f"{info['n_new']} ({info['n_hard']}) x {info['repeats']}" if info else "-"]
+        cells = [f"{name}", info["what"] if info else "-"]
         for band in ("easy", "hard"):
             s = band_success(rows, band)
             cells.append(f"{100 * s['rate']:.1f} [{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]" if s else "-")
@@ -282,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--tiny", action="store_true", help="prepare with tiny sizes: a wiring check, not a measurement")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("step", choices=["prepare", "train", "disc", "table"])
+    p.add_argument("--init", type=Path, help="train: fine-tune this remover instead of the base; evaluate: the model")
+    p.add_argument("--name", help="train with --init / evaluate: the row's name")
+    p.add_argument("step", choices=["prepare", "train", "disc", "evaluate", "table"])
     p.add_argument("recipe", nargs="?", help=f"train: one of {', '.join(RECIPES)}; disc: the share of inputs judged")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -292,7 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     elif a.step == "train":
         if a.recipe not in RECIPES:
             p.error("train needs a RECIPE: " + ", ".join(RECIPES))
-        train(a.workdir.resolve(), a.recipe)
+        if a.init and not a.name:
+            p.error("train --init needs --name (the row of the fine-tuned model)")
+        train(a.workdir.resolve(), a.recipe, a.init.resolve() if a.init else None, a.name)
+    elif a.step == "evaluate":
+        if not (a.init and a.name):
+            p.error("evaluate needs --init MODEL and --name NAME")
+        evaluate_model(a.workdir.resolve(), a.name, a.init.resolve())
     elif a.step == "disc":
         print(disc(a.workdir.resolve(), float(a.recipe or 1.0)))
     print(table(a.workdir.resolve()))

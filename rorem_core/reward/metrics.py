@@ -117,12 +117,16 @@ def precision_threshold(labels, scores, min_precision: float, min_support: int =
     ``precision(t) >= min_precision`` (most accepted); when no cut qualifies, ``threshold`` is +inf:
     accept nothing. Returns {threshold, precision, n_above, n_heldout, min_precision, min_support}."""
     y, s = _arrays(labels, scores)
+    order = np.argsort(-s, kind="stable")              # highest score first: n(t) grows down the list
+    ss, good = s[order], np.cumsum(y[order] >= 0.5)
+    ends = np.flatnonzero(np.r_[ss[1:] != ss[:-1], True])   # last item of each distinct score: ties together
+    n, prec = ends + 1, good[ends] / (ends + 1)
+    ok = np.flatnonzero((n >= min_support) & (prec >= min_precision))
     best = {"threshold": float("inf"), "precision": None, "n_above": 0}
-    for cut in np.unique(s)[::-1]:                      # highest score first: n(t) grows
-        above = s >= cut
-        n, prec = int(above.sum()), float((y[above] >= 0.5).mean())
-        if n >= min_support and prec >= min_precision:
-            best = {"threshold": float(np.nextafter(cut, -np.inf)), "precision": prec, "n_above": n}
+    if len(ok):
+        i = ok[-1]                                      # the lowest qualifying cut
+        best = {"threshold": float(np.nextafter(ss[ends[i]], -np.inf)), "precision": float(prec[i]),
+                "n_above": int(n[i])}
     return {**best, "n_heldout": int(len(y)), "min_precision": min_precision, "min_support": min_support}
 
 

@@ -48,12 +48,19 @@ def test_a_tiny_run_prepares_trains_three_recipes_and_tabulates_them_paired(tmp_
     assert len(json.loads((work / "eval/base/per_image.json").read_text())) == 16
     for recipe in ("pool_gt", "best_of_k", "fresh_gt"):
         assert main(["--workdir", str(work), "train", recipe]) == 0
-    gt = json.loads((work / "eval/pool_gt.json").read_text())
-    assert gt["n_new"] == 6 and gt["repeats"] == 8          # 48 seed triplets, half the batches: 6 x 8
-    clean = sum(v["good"] for v in verdicts)
-    assert json.loads((work / "eval/best_of_k.json").read_text())["n_new"] <= clean
-    assert json.loads((work / "eval/fresh_gt.json").read_text())["n_new"] == 16
+    what = lambda name: json.loads((work / "eval" / f"{name}.json").read_text())["what"]  # noqa: E731
+    assert what("pool_gt").startswith("6 (") and what("pool_gt").endswith(" x 8")   # 48 seed, half the batches
+    assert int(what("best_of_k").split()[0]) <= sum(v["good"] for v in verdicts)
+    assert what("fresh_gt").startswith("16 (")
+    # any remover judged on the same split, and a recipe's fine-tune chained from it (a round's, in docs)
+    assert main(["--workdir", str(work), "evaluate", "--init", str(work / "models/pool_gt"), "--name", "again"]) == 0
+    assert main(["--workdir", str(work), "train", "seed_only", "--init", str(work / "models/pool_gt"),
+                 "--name", "chain"]) == 0
+    assert what("chain").endswith(f"from {work / 'models/pool_gt'}")
+    same = [json.loads((work / "eval" / n / "per_image.json").read_text()) for n in ("pool_gt", "again")]
+    assert same[0] == same[1]                               # same model, split and seeds: the same verdicts
     table = capsys.readouterr().out.strip().splitlines()
-    rows = [r for r in table[-4:] if r.startswith("| ")]
-    assert [r.split(" | ")[0] for r in rows] == ["| base", "| best_of_k", "| pool_gt", "| fresh_gt"]
+    rows = [r for r in table[-6:] if r.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows] == ["| base", "| best_of_k", "| pool_gt", "| fresh_gt", "| again",
+                                                 "| chain"]
     assert all(r.count("[") == 4 for r in rows[1:])         # two bands x (rate, paired change) with intervals

@@ -97,3 +97,23 @@ def test_precision_threshold_hand_values():
     # tied scores are kept or dropped together: cuts 0.9 (1, 1.0) 0.7 (3, 2/3) 0.2 (4, 1/2)
     tie = precision_threshold([1, 1, 0, 0], [0.9, 0.7, 0.7, 0.2], 0.6, min_support=1)
     assert tie["n_above"] == 3 and abs(tie["precision"] - 2 / 3) < 1e-12 and 0.2 < tie["threshold"] < 0.7
+
+
+def test_precision_threshold_matches_a_brute_force_over_every_cut():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        s = np.round(rng.random(n), 1)                     # rounded: many ties
+        y = (rng.random(n) < s).astype(float)
+        want, support = float(rng.choice([0.5, 0.7, 0.9])), int(rng.integers(1, 6))
+        best = None
+        for cut in np.unique(s)[::-1]:
+            above = s >= cut
+            if above.sum() >= support and (y[above] >= 0.5).mean() >= want:
+                best = (cut, int(above.sum()), float((y[above] >= 0.5).mean()))
+        r = precision_threshold(y, s, want, support)
+        if best is None:
+            assert r["n_above"] == 0 and r["threshold"] == float("inf")
+        else:
+            assert (r["n_above"], r["precision"]) == best[1:]
+            assert np.max(s[s < best[0]], initial=-1.0) <= r["threshold"] < best[0]
