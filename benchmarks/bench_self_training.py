@@ -254,11 +254,10 @@ def _auto_precision(work: Path, disc_dir: Path, rest: list[dict], tag: str, over
     ids = {v["id"] for v in rest}
     manifest = work / "cands" / f"rest_{tag}.json"
     write_candidates(manifest, [c for c in read_candidates(work / "cands/candidates.json") if c.id in ids])
-    res = auto_score.run(_cfg("auto_score", **over), disc_dir, manifest, work / "auto" / tag)
-    good = {v["id"]: v["good"] for v in rest}
-    acc = [e["id"] for e in json.loads((work / "auto" / tag / "meta.json").read_text())]
-    k = sum(good[i] for i in acc)
-    return {"n_unreviewed": len(rest), "n_accepted": len(acc), "precision": k / len(acc) if acc else None,
+    # the pool's hidden GT gives auto_score's own auto-acceptance precision (evaluation/acceptance.py)
+    res = auto_score.run(_cfg("auto_score", **over), disc_dir, manifest, work / "auto" / tag, hidden=work / "hidden")
+    prec = res.metrics["auto_precision"] or {}
+    return {"n_unreviewed": len(rest), "n_accepted": res.metrics["n_accepted"], "precision": prec.get("precision"),
             "threshold": res.metrics["threshold"], "rule": res.metrics["threshold_rule"]}
 
 
