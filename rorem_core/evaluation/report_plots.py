@@ -25,16 +25,21 @@ def _save(fig, path: Path) -> str:
 
 
 def plot_rounds(rows: Sequence[dict], path: Path) -> str | None:
-    """Success rates (humans, discriminator, test oracle) and test masked PSNR per round."""
-    keys = ("success_human", "success_disc", "test_success", "test_psnr")
+    """Success rates (humans, discriminator, the test split by the PSNR rule and by the judge) and test
+    masked PSNR per round; a line with no value in any round is left out."""
+    keys = ("success_human", "success_disc", "test_success", "test_judged", "test_psnr")
     rows = [r for r in rows if r["round"] > 0]
     if not any(r[k] is not None for r in rows for k in keys):
         return None
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     x = [r["round"] for r in rows]
-    for key, label in (("success_human", "humans"), ("success_disc", "discriminator"), ("test_success", "test (oracle)")):
-        y = [r[key] if r[key] is not None else float("nan") for r in rows]
+    lines = (("success_human", "humans"), ("success_disc", "discriminator"), ("test_success", "test (PSNR rule)"),
+             ("test_judged", "test (judge)"))
+    for key, label in lines:
+        if all(r.get(key) is None for r in rows):
+            continue
+        y = [r[key] if r.get(key) is not None else float("nan") for r in rows]
         a.plot(x, y, marker="o", label=label)
     a.set(xlabel="round", ylabel="success rate", ylim=(0, 1), xticks=x, title="success rate")
     a.legend(fontsize=8)

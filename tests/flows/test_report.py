@@ -61,10 +61,22 @@ def test_table1_rows_follow_the_metrics(tmp_path):
     assert seed["round"] == 0 and seed["train_total"] == 48
     assert r1 == {"round": 1, "source": "data/pools/round-1", "human_judged": 10, "human_accepted": 5,
                   "disc_judged": 30, "disc_accepted": 13, "train_total": 48 + 5 + 13, "success_human": 0.5,
-                  "success_disc": 13 / 30, "test_success": pytest.approx(0.4), "test_psnr": 21.0}
+                  "success_disc": 13 / 30, "test_success": pytest.approx(0.4), "test_judged": None, "test_psnr": 21.0}
     assert r2["train_total"] > r1["train_total"] and r2["human_accepted"] == 6
     assert [m["model"] for m in s["models"]] == ["remover", "remover"]   # reference fills are not models
     assert s["discriminator"][0]["accuracy"] == 0.75
+
+
+def test_table1_shows_both_gt_rules_when_evaluate_follows_the_judge(tmp_path):
+    """With `evaluate.judge: judge` the remover's `success_rate` is the judge's: Table 1 still shows the
+    PSNR rule under its own header, and the judge's beside it (no column silently changes meaning)."""
+    root = make_project(tmp_path / "p", rounds=1)
+    _w(root, "results/evaluate/round-1/metrics.json", _evaluate(0.8, 30.0, judged=0.25))
+    s = build_report(root, root / "reports", [1])
+    row = s["table1"][1]
+    assert (row["test_success"], row["test_judged"]) == (0.8, 0.25)
+    md = (root / "reports" / "report.md").read_text()
+    assert "| test success (PSNR rule) | test success (judge) |" in md and "| 80.0% | 25.0% | 30.00 |" in md
 
 
 def test_report_markdown_plots_and_na_for_missing_inputs(tmp_path):
