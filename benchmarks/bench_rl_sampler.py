@@ -70,12 +70,9 @@ def _row(name: str, judged, psnr, bands) -> dict:
 
 
 def _params(res: int | None = None) -> dict:
-    import yaml
+    from benchmarks.common import scratch_params
 
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["base"].update(cache_dir="/tmp/rorem-bench-cache", wandb_mode="disabled", device="cpu",
-                          **({"resolution": res} if res else {}))
-    return params
+    return scratch_params(Path("/tmp/rorem-bench-rl-sampler"), **({"resolution": res} if res else {}))
 
 
 def euler_row(model: Path, test: Path, n: int, out: Path, res: int) -> dict:

@@ -14,6 +14,15 @@ from rorem_core.config import stage_config
 REPO = Path(__file__).resolve().parents[1]
 
 
+def scratch_params(root: Path, **base) -> dict:
+    """The shipped params.yaml with its cache and work dirs under ``root``, on CPU, wandb off; ``base``
+    overrides more of its ``base`` section (e.g. resolution=64)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["base"].update(cache_dir=str(Path(root) / ".rorem/cache"), work_dir=str(Path(root) / ".rorem/work"),
+                          wandb_mode="disabled", device="cpu", **base)
+    return params
+
+
 def tiny_workspace(root: Path, **synthetic) -> dict:
     """params of a tiny workspace under ``root`` (models/base, data/), bootstrapped on first use from
     the shipped params.yaml: scratch dirs under ``root``, CPU, wandb off, ``synthetic`` overriding
@@ -24,9 +33,7 @@ def tiny_workspace(root: Path, **synthetic) -> dict:
     path = root / "params.yaml"
     if path.is_file():
         return yaml.safe_load(path.read_text())
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["base"].update(cache_dir=str(root / ".rorem/cache"), work_dir=str(root / ".rorem/work"),
-                          wandb_mode="disabled", device="cpu")
+    params = scratch_params(root)
     params["bootstrap"]["synthetic"].update(synthetic)
     root.mkdir(parents=True, exist_ok=True)
     bootstrap.run(stage_config("bootstrap", params), root / "models/base", root / "data")

@@ -100,6 +100,9 @@ class AutoScoreConfig(Strict):
     # good, over >= min_support of them (reward/metrics.precision_threshold); none such: accept nothing
     min_precision: float | None = Field(None, gt=0, le=1)
     min_support: int = Field(10, ge=1)
+    # what must reach min_precision: the held-out estimate, or the lower end of its Wilson 95 % interval
+    # (lower95: conservative; the lowest qualifying cut of many noisy estimates is biased high)
+    precision_bound: Literal["estimate", "lower95"] = "estimate"
     batch_size: int = Field(64, ge=1)    # images per VAE + discriminator call
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     link: Literal["hardlink", "copy"] = "hardlink"   # how candidate images enter the output folder

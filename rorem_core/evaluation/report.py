@@ -108,7 +108,8 @@ def seed_row(bootstrap: dict | None) -> dict[str, Any]:
 def disc_row(n: int, m: dict[str, Any]) -> dict[str, Any]:
     a = dig(m["train_discriminator"], "heldout", "all") or {}
     return {"round": n, **{k: a.get(k) for k in ("n", "accuracy", "roc_auc", "ece", "human_success_rate",
-                                                "est_success_rate", "success_rate_deviation")}}
+                                                "est_success_rate", "success_rate_deviation")},
+            "within_auc": dig(m["train_discriminator"], "heldout_within_input", "auc")}
 
 
 def pref_row(n: int, m: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +184,8 @@ TABLE1 = [("round", "round", ""), ("source", "source", ""), ("human_judged", "ju
           ("test_success", "test success (PSNR rule)", "%"), ("test_judged", "test success (judge)", "%"),
           ("test_psnr", "test masked PSNR (dB)", "")]
 DISC = [("round", "round", ""), ("n", "held-out labels", ""), ("accuracy", "accuracy", "%"),
-        ("roc_auc", "ROC-AUC", "3"), ("ece", "ECE", "3"), ("human_success_rate", "success (humans)", "%"),
+        ("roc_auc", "ROC-AUC", "3"), ("within_auc", "within-input AUC", "3"), ("ece", "ECE", "3"),
+        ("human_success_rate", "success (humans)", "%"),
         ("est_success_rate", "success (disc. est.)", "%"), ("success_rate_deviation", "|deviation|", "%")]
 PREF = [("round", "round", ""), ("pairs", "preference pairs", ""), ("dpo_acc_before", "DPO implicit acc. before", "%"),
         ("dpo_acc_after", "after", "%"), ("dpo_loss", "DPO loss first -> last", "3"),

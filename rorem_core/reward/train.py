@@ -43,7 +43,7 @@ from rorem_core.reward.discriminator import (
     make_trainable,
     save_discriminator,
 )
-from rorem_core.reward.metrics import grouped_agreement
+from rorem_core.reward.metrics import grouped_agreement, within_group_auc
 from rorem_core.training.losses import get_loss, pos_weight_from_labels
 
 GROUP_KEYS = ("band", "kind", "round")   # extra meta.json keys reported as metric groups when present
@@ -250,6 +250,9 @@ def train_discriminator(cfg: TrainDiscriminatorConfig, init_ref: str | Path, lab
     # prior-shift correction of pos_weight (module docstring); 0 when balanced or unweighted
     disc.info = disc.info.model_copy(update={"logit_offset": -math.log(pw) if pw else 0.0})
     metrics, held_scores = _evaluate(disc, cfg, data.held, data.held_entries, table)
+    # candidates of one input against each other (reward/metrics.within_group_auc)
+    metrics["heldout_within_input"] = within_group_auc([s.label for s in data.held], held_scores, data.held_keys) \
+        if data.held else None
     metrics.update(n_train_samples=len(data.train), n_heldout_samples=len(data.held),
                    n_train_inputs=len(data.split["train"]), n_heldout_inputs=len(data.split["heldout"]),
                    pos_weight=pw, logit_offset=disc.info.logit_offset, steps=result.steps,

@@ -84,7 +84,7 @@ def threshold(cfg: AutoScoreConfig, scorer: Scorer, discriminator: Path) -> tupl
                          "train_discriminator.use has none); set auto_score.min_precision: null (and a threshold)")
     rows = read_json_list(f)
     r = precision_threshold([x["label"] for x in rows], [x["score"] for x in rows], cfg.min_precision,
-                            cfg.min_support)
+                            cfg.min_support, bound=cfg.precision_bound)
     return r["threshold"], {"rule": "min_precision", **{k: v for k, v in r.items() if k != "threshold"}}
 
 

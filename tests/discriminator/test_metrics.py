@@ -14,6 +14,8 @@ from rorem_core.reward.metrics import (
     precision_threshold,
     roc_auc,
     roc_auc_ci95,
+    wilson_lower95,
+    within_group_auc,
 )
 
 
@@ -85,6 +87,25 @@ def test_grouped_agreement_splits_by_value():
         grouped_agreement([1, 0], [0.5, 0.5], {"band": ["x"]})
 
 
+def test_within_group_auc_hand_values():
+    # a: good 0.9 vs bad 0.8 (win) and bad 0.95 (loss); b: good 0.3 vs bad 0.3 (tie, 1/2); c: one class only
+    r = within_group_auc([1, 0, 0, 1, 0, 1, 1], [0.9, 0.8, 0.95, 0.3, 0.3, 0.5, 0.6], list("aaabbcc"))
+    assert r == {"auc": 1.5 / 3, "n_pairs": 3, "n_groups": 2}
+    assert within_group_auc([1, 1], [0.2, 0.3], ["a", "b"]) == {"auc": None, "n_pairs": 0, "n_groups": 0}
+    with pytest.raises(ValueError, match="2 groups for 3 samples"):
+        within_group_auc([1, 0, 1], [0.1, 0.2, 0.3], ["a", "b"])
+
+
+def test_within_group_auc_sees_what_the_plain_auc_hides():
+    # an easy input (6 good at 0.80-0.85, its one bad at 0.86) and a hard one (1 good at 0.10, 6 bad at
+    # 0.11-0.16): scores that only say which input is easy. Plain AUC 36/49: the 6 easy goods beat the 6
+    # hard bads; within each input every good loses to its siblings: 0
+    y = [1] * 6 + [0] + [1] + [0] * 6
+    s = [0.80, 0.81, 0.82, 0.83, 0.84, 0.85, 0.86, 0.10, 0.11, 0.12, 0.13, 0.14, 0.15, 0.16]
+    assert roc_auc(y, s) == pytest.approx(36 / 49)
+    assert within_group_auc(y, s, ["easy"] * 7 + ["hard"] * 7) == {"auc": 0.0, "n_pairs": 12, "n_groups": 2}
+
+
 def test_precision_threshold_hand_values():
     y = [1, 1, 0, 1, 0, 0]
     s = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
@@ -97,6 +118,29 @@ def test_precision_threshold_hand_values():
     # tied scores are kept or dropped together: cuts 0.9 (1, 1.0) 0.7 (3, 2/3) 0.2 (4, 1/2)
     tie = precision_threshold([1, 1, 0, 0], [0.9, 0.7, 0.7, 0.2], 0.6, min_support=1)
     assert tie["n_above"] == 3 and abs(tie["precision"] - 2 / 3) < 1e-12 and 0.2 < tie["threshold"] < 0.7
+
+
+def test_wilson_lower95_hand_values():
+    # 24 of 26: p = 0.923077, z^2 = 3.8415; (p + 0.073874 - 1.96 sqrt(0.0027310 + 0.0014207)) / 1.147750
+    assert wilson_lower95(24, 26) == pytest.approx(0.758584, abs=1e-6)
+    # 5 of 5: the square root is z / 2n, so (1 + z^2/10 - z^2/10) / (1 + z^2/5) = 1 / 1.76829
+    assert wilson_lower95(5, 5) == pytest.approx(0.565518, abs=1e-6)
+    np.testing.assert_allclose(wilson_lower95([0, 24], [0, 26]), [0.0, 0.758584], atol=1e-6)   # n = 0: no evidence
+
+
+def test_precision_threshold_lower95_asks_the_interval_not_the_estimate():
+    # the top 34 good, then 1 bad per 5 below: the estimate is >= 0.9 at every cut, down to 46 of 50 (0.92);
+    # the interval's lower end peaks at 34 of 34 (1 / (1 + 1.96^2 / 34) = 0.8985), then falls (34 of 35: 0.855)
+    y = [1] * 30 + [1, 1, 1, 1, 0] * 4
+    s = list(np.linspace(1.0, 0.01, len(y)))
+    est = precision_threshold(y, s, 0.9, min_support=10)
+    assert est["n_above"] == 50 and est["precision"] == 0.92 and est["bound"] == "estimate"
+    low = precision_threshold(y, s, 0.88, min_support=10, bound="lower95")
+    assert low["n_above"] == 34 and low["precision"] == 1.0 and low["precision_lower95"] == pytest.approx(0.8985, abs=1e-4)
+    none = precision_threshold(y, s, 0.9, min_support=10, bound="lower95")   # 34 of 34 is not enough
+    assert none["threshold"] == float("inf") and none["precision_lower95"] is None
+    with pytest.raises(ValueError, match="bound='wilson'"):
+        precision_threshold(y, s, 0.9, bound="wilson")
 
 
 def test_precision_threshold_matches_a_brute_force_over_every_cut():

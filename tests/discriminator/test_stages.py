@@ -114,13 +114,18 @@ def test_auto_score_min_precision_sets_the_threshold_from_the_heldout_labels(tra
     scores = [c.score for c in read_candidates(tmp_path / "auto" / "candidates.json")]
     assert 0.5 < res.metrics["threshold"] < 0.6
     assert res.metrics["threshold_rule"] == {"rule": "min_precision", "precision": 0.75, "n_above": 4,
-                                             "n_heldout": 6, "min_precision": 0.75, "min_support": 2}
+                                             "precision_lower95": pytest.approx(0.3006, abs=1e-4), "n_heldout": 6,
+                                             "min_precision": 0.75, "min_support": 2, "bound": "estimate"}
     assert res.metrics["n_accepted"] == sum(s > res.metrics["threshold"] for s in scores)
     # no threshold is 90 % precise over >= 3 labels: nothing is accepted, and the metrics say why
     none = auto_score.run(acfg.model_copy(update={"min_precision": 0.9, "min_support": 3}), disc,
                           small_round.candidates, tmp_path / "auto2")
     assert none.metrics["n_accepted"] == 0 and none.metrics["threshold"] is None
     assert read_triplets(tmp_path / "auto2" / "meta.json") == []
+    # the interval's lower end instead: 2 of 2 (0.342) qualifies at 0.32, 3 of 4 (0.301) does not
+    low = auto_score.run(acfg.model_copy(update={"min_precision": 0.32, "precision_bound": "lower95"}), disc,
+                         small_round.candidates, tmp_path / "auto_low")
+    assert low.metrics["threshold_rule"]["n_above"] == 2 and 0.7 < low.metrics["threshold"] < 0.8
     (disc / "heldout_scores.json").unlink()
     with pytest.raises(ValueError, match=r"heldout_scores.json does not exist.*min_precision: null"):
         auto_score.run(acfg, disc, small_round.candidates, tmp_path / "auto3")

@@ -40,7 +40,8 @@ def make_project(root: Path, rounds: int = 2, dpo_rounds: tuple = (1,)) -> Path:
         _w(root, f"results/evaluate/round-{n}/metrics.json", _evaluate(0.3 + 0.1 * n, 20.0 + n))
         _w(root, f"results/train_discriminator/round-{n}.json",
            {"heldout": {"all": {"n": 8, "accuracy": 0.75, "roc_auc": 0.8, "ece": 0.1, "human_success_rate": 0.5,
-                                "est_success_rate": 0.55, "success_rate_deviation": 0.05}}})
+                                "est_success_rate": 0.55, "success_rate_deviation": 0.05}},
+            "heldout_within_input": {"auc": 0.5 + 0.1 * n, "n_pairs": 20, "n_groups": 3}})
         _w(root, f"models/discriminator/round-{n}/heldout_scores.json",
            [{"label": float(i % 2), "score": 0.1 * i} for i in range(10)])
         _w(root, f"models/remover/round-{n}/train_summary.json", {"losses": [[1, 0.5], [2, 0.4]]})
@@ -64,7 +65,7 @@ def test_table1_rows_follow_the_metrics(tmp_path):
                   "success_disc": 13 / 30, "test_success": pytest.approx(0.4), "test_judged": None, "test_psnr": 21.0}
     assert r2["train_total"] > r1["train_total"] and r2["human_accepted"] == 6
     assert [m["model"] for m in s["models"]] == ["remover", "remover"]   # reference fills are not models
-    assert s["discriminator"][0]["accuracy"] == 0.75
+    assert s["discriminator"][0]["accuracy"] == 0.75 and s["discriminator"][1]["within_auc"] == 0.7
 
 
 def test_table1_shows_both_gt_rules_when_evaluate_follows_the_judge(tmp_path):
