@@ -33,8 +33,11 @@ demo: env env-ls
 lint: env
 	$(VENV)/bin/ruff check .
 
+# two xdist workers, a file per work unit, the slow files first (tests/conftest.py); one torch thread per
+# process so the two never oversubscribe the cores (a resumed run is compared at the same thread count)
 test: env env-ls env-browser lint
-	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q --timeout=1800 --durations=25 tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 WANDB_MODE=offline $(VENV)/bin/python -m pytest -q -n 2 --dist loadfile \
+		--no-loadscope-reorder --timeout=1800 --durations=25 tests
 
 test-fast: env
 	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q -m "not slow and not integration and not browser" tests

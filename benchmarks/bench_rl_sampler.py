@@ -52,7 +52,7 @@ def rl_rows(model: Path, test: Path, n: int, grid: list[tuple[int, float]], res:
     vae, unet = load_vae(model), load_unet_fused(model).eval()
     inputs = load_test_inputs(test, vae, res, n, masked_fill_of(model))
     bands = [getattr(t, "band", None) for t in read_triplets(test / "meta.json")[:n]]
-    ctx = StepContext.from_scheduler(load_scheduler_config(model), load_prompt_embeds(model, "/tmp/rorem-bench-cache"),
+    ctx = StepContext.from_scheduler(load_scheduler_config(model), load_prompt_embeds(model, _params(res)["base"]["cache_dir"]),
                                      res, torch.device("cpu"))
     rows = []
     for steps, eta in grid:

@@ -22,7 +22,9 @@ lr 2e-5), the same fine-tune on the seed alone (what the steps give without new 
 candidate, and two bounds that no selection can beat: the pool's hidden GT as targets, and 4,000 fresh
 GT triplets half hard. ``disc SHARE`` trains the round's discriminator on the judge's labels of that
 share of the pool's inputs and auto-scores the rest with both threshold rules (0.5, and
-``auto_score.min_precision: 0.9``). A finished step is not run again (each writes atomically).
+``auto_score.min_precision: 0.9``); ``--set KEY=VALUE`` overrides train_discriminator (``--name`` tags the
+model, e.g. ``disc 1.0 --set inputs_per_batch=4 --set rank_weight=1 --name rank``). A finished step is
+not run again (each writes atomically).
 ``--tiny`` (at prepare) shrinks every size: the wiring check of tests/core/test_self_training_bench.py.
 Figures and commands: docs/judge.md, "The mechanism, on a validation split".
 """
@@ -218,9 +220,10 @@ def evaluate_model(work: Path, name: str, model: Path) -> None:
     _evaluate(work, name, model, sz)
 
 
-def disc(work: Path, judged: float) -> dict:
+def disc(work: Path, judged: float, over: dict | None = None, tag: str | None = None) -> dict:
     """The round's discriminator trained on the judge's labels of ``judged`` of the pool's inputs (all K
-    candidates each, as `select.unit: input`), with train_discriminator's own held-out split by input."""
+    candidates each, as `select.unit: input`), with train_discriminator's own held-out split by input;
+    ``over``: train_discriminator overrides (e.g. rank_weight), its model named ``disc_{judged}_{tag}``."""
     from rorem_core.data.formats import Triplet, write_entries
     from rorem_core.stages import train_discriminator
 
@@ -232,17 +235,20 @@ def disc(work: Path, judged: float) -> dict:
     meta = work / "cands" / f"labels_{judged:g}.json"
     write_entries(meta, [Triplet(source=v["source"], mask=v["mask"], GT=v["result"], id=v["id"], input_id=v["input_id"],
                                  score=float(v["good"])) for v in verdicts if v["input_id"] in keep])
-    d = work / "models" / f"disc_{judged:g}"
-    res = train_discriminator.run(_cfg("train_discriminator"), work / "models/base", [meta], d,
+    name = f"disc_{judged:g}" + (f"_{tag}" if tag else "")
+    d = work / "models" / name
+    res = train_discriminator.run(_cfg("train_discriminator", **(over or {})), work / "models/base", [meta], d,
                                   anchors=work / "data/seed")
     h = res.metrics["heldout"]["all"]
-    out = {"judged": judged, "inputs": len(inputs), **{k: h[k] for k in ("n", "n_good", "roc_auc", "roc_auc_ci95")}}
+    out = {"judged": judged, "inputs": len(inputs), "over": over or {},
+           **{k: h[k] for k in ("n", "n_good", "roc_auc", "roc_auc_ci95")},
+           "within_input": res.metrics["heldout_within_input"]}
     rest = [v for v in verdicts if v["input_id"] not in keep]
     if rest:     # the unjudged inputs' candidates, auto-scored as a round does, by both threshold rules
-        out["auto"] = {rule: _auto_precision(work, d, rest, f"{judged:g}_{rule}", over)
-                       for rule, over in (("fixed_0.5", {}), ("min_precision_0.9", {"min_precision": 0.9}))}
+        out["auto"] = {rule: _auto_precision(work, d, rest, f"{name[5:]}_{rule}", auto_over)
+                       for rule, auto_over in (("fixed_0.5", {}), ("min_precision_0.9", {"min_precision": 0.9}))}
     (work / "eval").mkdir(exist_ok=True)
-    (work / "eval" / f"disc_{judged:g}.json").write_text(json.dumps(out))
+    (work / "eval" / f"{name}.json").write_text(json.dumps(out))
     return out
 
 
@@ -297,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="prepare with tiny sizes: a wiring check, not a measurement")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--init", type=Path, help="train: fine-tune this remover instead of the base; evaluate: the model")
-    p.add_argument("--name", help="train with --init / evaluate: the row's name")
+    p.add_argument("--name", help="train with --init / evaluate: the row's name; disc: a tag for the model's name")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="disc: a train_discriminator override (repeatable), e.g. rank_weight=1")
     p.add_argument("step", choices=["prepare", "train", "disc", "evaluate", "table"])
     p.add_argument("recipe", nargs="?", help=f"train: one of {', '.join(RECIPES)}; disc: the share of inputs judged")
     a = p.parse_args(argv)
@@ -316,7 +324,13 @@ def main(argv: list[str] | None = None) -> int:
             p.error("evaluate needs --init MODEL and --name NAME")
         evaluate_model(a.workdir.resolve(), a.name, a.init.resolve())
     elif a.step == "disc":
-        print(disc(a.workdir.resolve(), float(a.recipe or 1.0)))
+        over = {}
+        for item in a.set:
+            key, eq, value = item.partition("=")
+            if not eq:
+                p.error(f"--set {item}: expected KEY=VALUE, e.g. rank_weight=1")
+            over[key] = yaml.safe_load(value)
+        print(disc(a.workdir.resolve(), float(a.recipe or 1.0), over, a.name))
     print(table(a.workdir.resolve()))
     return 0
 

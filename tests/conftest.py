@@ -123,3 +123,18 @@ def _copy_project(dst: Path) -> Path:
 def copy_project():
     """``copy_project(dst) -> dst``: the project's files copied to ``dst`` (see _copy_project)."""
     return _copy_project
+
+
+# --------------------------------------------------------------------------------------------
+# `make test` runs two pytest-xdist workers, one file per work unit (`--dist loadfile
+# --no-loadscope-reorder`), dispensed in collection order as workers free up. The few files of
+# minute-long learning checks and rehearsals come first, so they spread over both workers and the
+# many quick files fill in after them; otherwise the longest file can start last and run alone.
+# --------------------------------------------------------------------------------------------
+
+_HEAVY = ("slow", "sdxl_rehearsal")
+
+
+def pytest_collection_modifyitems(config, items):
+    heavy = {item.path for item in items if any(item.get_closest_marker(m) for m in _HEAVY)}
+    items.sort(key=lambda item: item.path not in heavy)      # stable: files stay whole and in order

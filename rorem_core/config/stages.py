@@ -158,9 +158,20 @@ class TrainDiscriminatorConfig(TrainParams):
     # checkpoint (pytorch_lora_weights.safetensors + cls_pred_branch.pt; its LoRA goes on the base
     # pipeline's SDXL-inpainting UNet). Typical: round 1, before any human label exists
     use: str | None = None
+    # candidates of one input against each other (reward/train.py): a micro-batch is `inputs_per_batch`
+    # whole inputs (every labelled candidate of each; batch_size is then not used), and `rank_weight` x
+    # training/losses.sibling_rank_loss joins the loss, so the input alone cannot lower it (docs/judge.md)
+    inputs_per_batch: int | None = Field(None, ge=1)
+    rank_weight: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _check_disc(self):
+        if self.rank_weight > 0 and self.inputs_per_batch is None:
+            raise ValueError(f"rank_weight={self.rank_weight} ranks candidates of the same input, and only batches of "
+                             "whole inputs hold them; set inputs_per_batch (e.g. 4), or rank_weight: 0")
+        if self.inputs_per_batch is not None and self.balance == "oversample":
+            raise ValueError("inputs_per_batch batches whole inputs, which oversample (repeating single candidates) "
+                             "would break up; use balance: pos_weight")
         if self.balance == "pos_weight" and self.loss != "bce":
             raise ValueError(f"balance=pos_weight needs loss=bce (got loss={self.loss}); use balance=oversample")
         if self.loss == "bce" and not self.threshold < 1:

@@ -44,7 +44,7 @@ from rorem_core.reward.discriminator import (
     save_discriminator,
 )
 from rorem_core.reward.metrics import grouped_agreement, within_group_auc
-from rorem_core.training.losses import get_loss, pos_weight_from_labels
+from rorem_core.training.losses import get_loss, pos_weight_from_labels, sibling_rank_loss
 
 GROUP_KEYS = ("band", "kind", "round")   # extra meta.json keys reported as metric groups when present
 
@@ -148,13 +148,27 @@ def make_discriminator_loss(disc: Discriminator, table: LabelTable, cfg: TrainDi
     kw = {"pos_weight": pos_weight} if cfg.loss == "bce" else {}
 
     def compute_loss(batch: dict, gen: torch.Generator, model=None):   # model: the prepared (DDP) disc
+        groups = batch.pop("group", None)          # [B] input index of each row (batches of whole inputs)
         y = table.lookup(batch).to(device)
         if cfg.augment_dihedral:
             batch = augment(batch, gen)
         b = {k: v.to(device) for k, v in batch.items()}
-        return loss((model or disc)(b["target"], b["mask"], b["source"]), y, **kw)
+        logits = (model or disc)(b["target"], b["mask"], b["source"])
+        total, metrics = loss(logits, y, **kw)
+        if cfg.rank_weight > 0:
+            rank, rank_metrics = sibling_rank_loss(logits, y, groups.to(device))
+            total, metrics = total + cfg.rank_weight * rank, {**metrics, **rank_metrics, "rank_loss": rank.detach()}
+        return total, metrics
 
     return compute_loss
+
+
+def whole_input_batches(groups: Sequence[Sequence[Path]]) -> dict[str, torch.Tensor]:
+    """The trainer's ``batch_fn`` for ``inputs_per_batch``: every entry of each group (an input's labelled
+    candidates) in one batch, plus ``group`` [B], the row's group number within the batch."""
+    batch = load_batch([e for g in groups for e in g])
+    batch["group"] = torch.tensor([i for i, g in enumerate(groups) for _ in g])
+    return batch
 
 
 @torch.no_grad()
@@ -184,6 +198,7 @@ class LabelData:
     held_keys: list[str]
     held_entries: list[Path]
     table: LabelTable          # unique training entries and their (mean) labels
+    train_groups: list[list[Path]] = field(default_factory=list)   # unique training entries per input
 
 
 def prepare_labels(cfg: TrainDiscriminatorConfig, init_ref: str | Path, label_metas: Sequence[Path],
@@ -208,8 +223,13 @@ def prepare_labels(cfg: TrainDiscriminatorConfig, init_ref: str | Path, label_me
     cache = latent_cache(init_ref, cfg.base, cfg.frozen_dtype)
     train_e = cache.ensure([(s.source, s.mask, s.result) for s in train_s])
     held_e = cache.ensure([(s.source, s.mask, s.result) for s in held_s])
+    groups: dict[str, list[Path]] = {}       # by input (anchors: their GT and "object left" together)
+    for s, e in zip(train_s, train_e):
+        g = groups.setdefault(input_key(s), [])
+        if e not in g:
+            g.append(e)
     return LabelData(split, train_s, held_s, [k for k in keys if k in held], held_e,
-                     LabelTable(train_e, [s.label for s in train_s]))
+                     LabelTable(train_e, [s.label for s in train_s]), list(groups.values()))
 
 
 def build_for_training(cfg: TrainDiscriminatorConfig, init_ref: str | Path, prev: Path | None):
@@ -239,13 +259,17 @@ def train_discriminator(cfg: TrainDiscriminatorConfig, init_ref: str | Path, lab
     table = data.table
     pw = pos_weight_from_labels(torch.tensor(table.labels)) if cfg.balance == "pos_weight" else None
     entries = oversample(table.entries, table.labels) if cfg.balance == "oversample" else table.entries
+    batch_fn, params = None, cfg
+    if cfg.inputs_per_batch:     # the trainer's micro-batch = inputs_per_batch groups of entries
+        entries, batch_fn = data.train_groups, whole_input_batches
+        params = cfg.model_copy(update={"batch_size": cfg.inputs_per_batch})
     disc, trainable = build_for_training(cfg, init_ref, prev)
     work = Path(cfg.base.work_dir) / run_name.replace("/", "_") / config_hash(
         cfg, str(init_ref), str(prev), *map(str, table.entries))[:16]
     acc = make_accelerator(cfg.base, cfg, work)
     loss_fn = make_discriminator_loss(disc, table, cfg, acc.device, pw)
-    result, disc = run_training(base=cfg.base, params=cfg, model=disc, trainable=trainable, entries=entries,
-                                compute_loss=loss_fn, work_dir=work, run_name=run_name,
+    result, disc = run_training(base=cfg.base, params=params, model=disc, trainable=trainable, entries=entries,
+                                compute_loss=loss_fn, work_dir=work, run_name=run_name, batch_fn=batch_fn,
                                 tracker_config=cfg.model_dump(), wandb_group=wandb_group, accelerator=acc)
     # prior-shift correction of pos_weight (module docstring); 0 when balanced or unweighted
     disc.info = disc.info.model_copy(update={"logit_offset": -math.log(pw) if pw else 0.0})

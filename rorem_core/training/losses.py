@@ -124,6 +124,27 @@ def softplus_mse_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch
     return loss, {"accuracy": acc, "score_mean": _m(score.mean())}
 
 
+def sibling_rank_loss(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+    """Ranking of candidates of the SAME input (group), added to a discriminator loss:
+
+        L = mean over pairs (i, j) with g_i = g_j, y_i > 0.5 >= y_j of softplus(-(z_i - z_j))
+          = -mean log sigmoid(z_i - z_j)                      (Bradley-Terry: the clean one ranks first)
+
+    logits z, labels y, groups g: [B]. The input alone (its texture, its difficulty) cannot lower it:
+    only what differs between siblings, the fill, can. 0 (with a gradient of 0) when the batch holds no
+    such pair. Metrics: ``rank_pairs`` (how many), ``rank_acc`` (share with z_i > z_j; 0 without pairs).
+    """
+    _check_batch("sibling_rank_loss", logits, labels, groups)
+    z = _f32(logits)
+    good, bad = labels > 0.5, labels <= 0.5
+    pair = (groups[:, None] == groups[None, :]) & good[:, None] & bad[None, :]     # [B, B]: i good, j bad
+    n = int(pair.sum())
+    if n == 0:
+        return z.sum() * 0.0, {"rank_pairs": torch.tensor(0.0), "rank_acc": torch.tensor(0.0)}
+    diff = (z[:, None] - z[None, :])[pair]
+    return F.softplus(-diff).mean(), {"rank_pairs": torch.tensor(float(n)), "rank_acc": _m((diff > 0).float().mean())}
+
+
 def pos_weight_from_labels(labels: torch.Tensor) -> float:
     """n_negative / n_positive for ``bce_loss(pos_weight=...)``; 1.0 when a class is absent."""
     n_pos = float((labels > 0.5).sum())

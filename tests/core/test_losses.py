@@ -28,6 +28,7 @@ from rorem_core.training.losses import (
     pos_weight_from_labels,
     reward_term,
     reward_weights,
+    sibling_rank_loss,
     softplus_mse_loss,
 )
 
@@ -105,6 +106,22 @@ def test_softplus_mse_hand_value():
     loss, metrics = softplus_mse_loss(logits, t_(0.0, 1.0))
     assert loss.item() == pytest.approx((0.6931471805599453**2 + 0.0) / 2, abs=1e-6)
     assert metrics["accuracy"].item() == 0.5  # 0.693 > 0.5 but labelled 0; 1.0 > 0.5 labelled 1
+
+
+def test_sibling_rank_loss_hand_values_and_gradient():
+    # input 0: good z=2 vs bad 0 and bad 1 (diffs 2, 1); input 1: good -1 vs bad 0.5 (diff -1.5, wrong order)
+    z, y, g = t_(2.0, 0.0, 1.0, -1.0, 0.5).requires_grad_(), t_(1, 0, 0, 1, 0), torch.tensor([0, 0, 0, 1, 1])
+    loss, m = sibling_rank_loss(z, y, g)
+    # [softplus(-2) + softplus(-1) + softplus(1.5)] / 3 = (0.126928 + 0.313262 + 1.701413) / 3
+    assert loss.item() == pytest.approx(0.713868, abs=1e-6)
+    assert m["rank_pairs"].item() == 3 and m["rank_acc"].item() == pytest.approx(2 / 3)
+    loss.backward()
+    # d/d diff of softplus(-diff) = -sigmoid(-diff); the good one gets it, the bad one its negative, / 3 pairs
+    s = lambda d: 1 / (1 + math.exp(d))   # noqa: E731  sigmoid(-d)
+    torch.testing.assert_close(z.grad, t_(-(s(2) + s(1)) / 3, s(2) / 3, s(1) / 3, -s(-1.5) / 3, s(-1.5) / 3))
+    # siblings of one class, or clean and failed candidates of DIFFERENT inputs: no pair, loss 0
+    none, m0 = sibling_rank_loss(t_(1.0, 5.0, -2.0), t_(1, 1, 0), torch.tensor([0, 0, 1]))
+    assert none.item() == 0.0 and m0["rank_pairs"].item() == 0
 
 
 # ------------------------------------------------------------------ DPO

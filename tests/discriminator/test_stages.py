@@ -176,6 +176,32 @@ def test_config_checks(tiny_model, tmp_path):
         TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), loss="softplus_mse", balance="pos_weight")
     with pytest.raises(ValueError, match="threshold"):
         TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), threshold=1.5)
+    with pytest.raises(ValueError, match="rank_weight=0.5 .* set inputs_per_batch"):
+        TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), rank_weight=0.5)
+    with pytest.raises(ValueError, match="use balance: pos_weight"):
+        TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), inputs_per_batch=4, balance="oversample",
+                                 loss="softplus_mse")
+
+
+def test_whole_input_batches_rank_siblings(tiny_model, labels, tmp_path):
+    """inputs_per_batch: the training entries grouped by input (each candidate once), a batch of whole
+    inputs with each row's group; rank_weight adds the sibling ranking to the loss (a higher first loss
+    on the same batches, since softplus > 0), and the held-out metrics hold the within-input AUC."""
+    from rorem_core.reward.train import prepare_labels, whole_input_batches
+
+    cfg = TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), **{**TRAIN, "inputs_per_batch": 2})
+    data = prepare_labels(cfg, tiny_model, [labels[0] / "meta.json"], None)
+    assert len(data.train_groups) == len(data.split["train"])                 # one group per training input
+    assert sorted(e for g in data.train_groups for e in g) == sorted(data.table.entries)
+    batch = whole_input_batches(data.train_groups[:2])
+    sizes = [len(g) for g in data.train_groups[:2]]
+    assert batch["group"].tolist() == [0] * sizes[0] + [1] * sizes[1] and len(batch["target"]) == sum(sizes)
+    plain = train_discriminator.run(cfg, tiny_model, [labels[0]], tmp_path / "plain").metrics
+    ranked = train_discriminator.run(cfg.model_copy(update={"rank_weight": 1.0}), tiny_model, [labels[0]],
+                                     tmp_path / "ranked").metrics
+    assert ranked["first_loss"] > plain["first_loss"]
+    within = ranked["heldout_within_input"]
+    assert within["n_groups"] >= 1 and within["n_pairs"] >= within["n_groups"] and 0 <= within["auc"] <= 1
 
 
 def test_anchors_join_training_only(tiny_model, labels, tmp_path):
