@@ -14,6 +14,10 @@ Class imbalance: ``balance: pos_weight`` uses BCE with pos_weight = n_neg / n_po
 the prior shift at scoring time (logit_offset = -ln pos_weight: the weighted optimum's logit is the
 true log-odds + ln pos_weight), so probabilities stay calibrated; ``oversample`` repeats minority
 entries instead (any loss); ``none`` does nothing.
+
+Within-input ranking (``inputs_per_batch``, ``rank_weight``): batches of whole inputs, and a
+Bradley-Terry term over each input's clean vs failed candidates, so that the input alone (easy or hard)
+cannot lower the loss. The held-out metrics always hold the within-input AUC (``heldout_within_input``).
 """
 
 from __future__ import annotations

@@ -326,6 +326,7 @@ def log_window(history: list[dict], end: int, log_every: int) -> list[dict]:
 
 def _log_batch_arithmetic(acc, params: TrainParams, n: int) -> None:
     eff = params.batch_size * params.grad_accum * acc.num_processes
-    acc.print(f"training on {n} samples: batch {params.batch_size}/process x accum {params.grad_accum} x "
+    # an entry is a training row, or a group of rows when a stage batches whole groups (batch_fn)
+    acc.print(f"training on {n} entries: batch {params.batch_size}/process x accum {params.grad_accum} x "
               f"{acc.num_processes} processes = {eff} per step; {params.steps} steps = "
               f"{params.steps * eff / n:.1f} epochs")

@@ -120,8 +120,10 @@ def test_own_photos_round_with_people_export_and_full_resolution_remove(tmp_path
         auto = json.loads((root / metrics_path("auto_score", 1)).read_text())   # the discriminator's numbers
         assert cells[4:6] == [fmt(auto["n_candidates"] - auto["n_excluded"]), fmt(auto["n_accepted"])], row
         held = json.loads((root / metrics_path("train_discriminator", 1)).read_text())["heldout"]["all"]
-        want = [fmt(held.get(k), kind) for k, kind in (("n", ""), ("accuracy", "%"), ("roc_auc", "3"), ("ece", "3"),
-                ("human_success_rate", "%"), ("est_success_rate", "%"), ("success_rate_deviation", "%"))]
+        within = json.loads((root / metrics_path("train_discriminator", 1)).read_text())["heldout_within_input"]
+        want = [fmt(held.get(k), kind) for k, kind in (("n", ""), ("accuracy", "%"), ("roc_auc", "3"))] + \
+            [fmt((within or {}).get("auc"), "3")] + [fmt(held.get(k), kind) for k, kind in (
+                ("ece", "3"), ("human_success_rate", "%"), ("est_success_rate", "%"), ("success_rate_deviation", "%"))]
         assert [c.strip() for c in disc.strip().strip("|").split("|")][1:] == want, disc
         assert "Where the numbers come from" in md and "(gallery.html)" in md
         assert summary.tag == "round-1"
