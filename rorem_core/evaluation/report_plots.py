@@ -42,7 +42,7 @@ def plot_rounds(rows: Sequence[dict], path: Path) -> str | None:
         y = [r[key] if r.get(key) is not None else float("nan") for r in rows]
         a.plot(x, y, marker="o", label=label)
     a.set(xlabel="round", ylabel="success rate", ylim=(0, 1), xticks=x, title="success rate")
-    a.legend(fontsize=8)
+    a.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)   # below: never over a line
     b.plot(x, [r["test_psnr"] if r["test_psnr"] is not None else float("nan") for r in rows], marker="o")
     b.set(xlabel="round", ylabel="dB", xticks=x, title="test masked PSNR")
     return _save(fig, path)
