@@ -16,6 +16,7 @@ evaluate the base):
   change vs base/prev  paired per test image (same images, same seeds): mean of d_i = s_i(N) - s_i(ref)
                        in {-1, 0, 1}, 95 % interval mean +- 1.96 sd(d) / sqrt(n) (normal approximation)
   ROC-AUC              the round's discriminator on its held-out human labels, DeLong 95 % interval
+  within-input AUC     the same labels, only pairs of candidates of one input (can it pick among siblings?)
   auto precision       share of auto-accepted candidates the judge calls clean (auto_score's
                        ``auto_precision``), next to the human acceptance rate
 """
@@ -92,6 +93,8 @@ def round_figures(n: int, m: Mapping, base: Mapping | None, prev: Mapping | None
            "human_rate": _rate(t1["human_accepted"], t1["human_judged"]),
            "disc_rate": _rate(t1["disc_accepted"], t1["disc_judged"]),
            "auc": held.get("roc_auc"), "auc_ci95": held.get("roc_auc_ci95"), "auc_n": held.get("n"),
+           "within_auc": dig(m.get("train_discriminator"), "heldout_within_input", "auc"),
+           "within_pairs": dig(m.get("train_discriminator"), "heldout_within_input", "n_pairs"),
            "precision": prec.get("precision"), "precision_ci95": prec.get("ci95"), "precision_n": prec.get("n"),
            "auto_rule": dig(m.get("auto_score"), "threshold_rule"),
            "ceiling": _ceiling(m)}
@@ -214,6 +217,7 @@ def _cells(r: Mapping) -> dict[str, str]:
             **{f"{b}_vs_prev": _change(r.get(f"{b}_vs_prev")) for b in BANDS},
             "auc": NA if r.get("auc") is None else f"{fmt(r['auc'], '3')} {_ci(r.get('auc_ci95'), '3')} "
                                                    f"(n={r.get('auc_n')})",
+            "within_auc": NA if r.get("within_auc") is None else f"{fmt(r['within_auc'], '3')} ({r.get('within_pairs')} pairs)",
             "precision": (_nothing_accepted(r) or NA) if r.get("precision") is None else
             f"{fmt(r['precision'], '%')} {_ci(r.get('precision_ci95'))} (n={r.get('precision_n')})"}
 
@@ -225,7 +229,8 @@ COUNTS = [("round", "round", ""), ("human_judged", "judged by humans", ""), ("hu
 CHANGES = [("round", "round", ""), ("hard_vs_base", "hard vs base (paired)", ""),
            ("easy_vs_base", "easy vs base (paired)", ""), ("hard_vs_prev", "hard vs previous", ""),
            ("easy_vs_prev", "easy vs previous", ""), ("auc", "disc. held-out ROC-AUC", ""),
-           ("precision", "auto-acceptance precision", ""), ("human_rate", "human acceptance rate", "")]
+           ("within_auc", "within-input AUC", ""), ("precision", "auto-acceptance precision", ""),
+           ("human_rate", "human acceptance rate", "")]
 
 
 def render(table: Mapping[str, Any]) -> str:

@@ -25,7 +25,8 @@ def _round(n: int, easy: str, hard: str, *, auc=0.9, auc_ci=(0.85, 0.95), precis
                                               "ci95": [precision - 0.1, min(1.0, precision + 0.05)]}},
             "trainset": {"n_total": 48 + 26 * n},
             "evaluate": {"remover": {}, "ae_ceiling": ceiling},
-            "train_discriminator": {"heldout": {"all": {"n": 120, "roc_auc": auc, "roc_auc_ci95": list(auc_ci)}}},
+            "train_discriminator": {"heldout": {"all": {"n": 120, "roc_auc": auc, "roc_auc_ci95": list(auc_ci)}},
+                                    "heldout_within_input": {"auc": 0.5 + 0.01 * n, "n_pairs": 30 * n, "n_groups": 3}},
             "per_image": _images(easy, hard)}
 
 
@@ -74,6 +75,7 @@ def test_table_rows_bars_and_words():
     assert "| base |" in md and "| 2 | 10 | 4 | 40 | 20 | 100 |" in md
     assert "MISSED: part 4: round 2 auto-acceptance precision >= 0.9 — 85.0% of 20" in md
     assert "+60.0 pts" in md and "**Did not improve:**" in md
+    assert "| within-input AUC |" in md and "| 0.520 (60 pairs) |" in md       # round 2 beside its ROC-AUC
 
 
 def test_unmeasured_figures_miss_their_bars():
