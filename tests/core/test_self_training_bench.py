@@ -64,3 +64,25 @@ def test_a_tiny_run_prepares_trains_three_recipes_and_tabulates_them_paired(tmp_
     assert [r.split(" | ")[0] for r in rows] == ["| base", "| best_of_k", "| pool_gt", "| fresh_gt", "| again",
                                                  "| chain"]
     assert all(r.count("[") == 4 for r in rows[1:])         # two bands x (rate, paired change) with intervals
+
+
+def test_latent_siblings_judges_the_autoencoder_round_trip_of_mixed_inputs(tmp_path, capsys):
+    """bench_latent_siblings on a tiny workdir: only inputs with both clean and failed candidates count
+    (verdicts set by hand here: the tiny remover's are all failed), each candidate judged again after the
+    autoencoder round trip; a workdir without verdicts is refused naming the fix."""
+    from benchmarks import bench_latent_siblings
+
+    work = tmp_path / "st"
+    assert main(["--workdir", str(work), "--tiny", "prepare"]) == 0
+    verdicts = json.loads((work / "verdicts.json").read_text())
+    for i, v in enumerate(verdicts):       # input 0: its first candidate clean, the second not; others failed
+        v["good"], v["score"] = (i == 0), (0.5 if i == 0 else -1.0)
+    (work / "verdicts.json").write_text(json.dumps(verdicts))
+    capsys.readouterr()
+    assert bench_latent_siblings.main(["--workdir", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert "2 candidates of 1 inputs" in out and "before the autoencoder round trip: within-input AUC 1.000 (1 pairs)" in out
+    assert "after the autoencoder round trip: within-input AUC" in out and "% of the failed ones" in out
+    with pytest.raises(SystemExit):
+        bench_latent_siblings.main(["--workdir", str(tmp_path / "nothing")])
+    assert "run bench_self_training.py" in capsys.readouterr().err
