@@ -324,13 +324,9 @@ def main(argv: list[str] | None = None) -> int:
             p.error("evaluate needs --init MODEL and --name NAME")
         evaluate_model(a.workdir.resolve(), a.name, a.init.resolve())
     elif a.step == "disc":
-        over = {}
-        for item in a.set:
-            key, eq, value = item.partition("=")
-            if not eq:
-                p.error(f"--set {item}: expected KEY=VALUE, e.g. rank_weight=1")
-            over[key] = yaml.safe_load(value)
-        print(disc(a.workdir.resolve(), float(a.recipe or 1.0), over, a.name))
+        from benchmarks.bench_rounds import parse_sets
+
+        print(disc(a.workdir.resolve(), float(a.recipe or 1.0), parse_sets(a.set), a.name))
     print(table(a.workdir.resolve()))
     return 0
 

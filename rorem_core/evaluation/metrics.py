@@ -50,16 +50,23 @@ def oracle_success(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray,
 Z95 = 1.959963984540054   # two-sided 95 % normal quantile
 
 
+def wilson_ci95(successes, n) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson 95 % interval of successes / n, elementwise over arrays; (0, 1) where n = 0:
+
+        centre +- half = (p + z^2 / 2n +- z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n),  p = k / n"""
+    k, n = np.asarray(successes, np.float64), np.asarray(n, np.float64)
+    safe, z = np.maximum(n, 1.0), Z95
+    p = k / safe
+    denom = 1 + z * z / safe
+    centre = (p + z * z / (2 * safe)) / denom
+    half = z * np.sqrt(p * (1 - p) / safe + z * z / (4 * safe * safe)) / denom
+    return np.where(n > 0, np.maximum(0.0, centre - half), 0.0), np.where(n > 0, np.minimum(1.0, centre + half), 1.0)
+
+
 def proportion_ci95(successes: int, n: int) -> tuple[float, float]:
     """Wilson 95 % interval for a success rate (used wherever a rate is printed)."""
-    if n == 0:
-        return (0.0, 1.0)
-    z = Z95
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo, hi = wilson_ci95(successes, n)
+    return (float(lo), float(hi))
 
 
 def paired_ci95(before, after) -> dict:

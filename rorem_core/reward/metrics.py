@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from rorem_core.evaluation.metrics import Z95
+from rorem_core.evaluation.metrics import wilson_ci95
 
 
 def _arrays(labels, scores) -> tuple[np.ndarray, np.ndarray]:
@@ -140,15 +140,9 @@ def agreement(labels, scores, *, threshold: float = 0.5, bins: int = 10) -> dict
 
 
 def wilson_lower95(good, n):
-    """Lower end of the Wilson 95 % interval of a proportion good / n (the interval every success rate
-    of the project is printed with, evaluation/metrics.proportion_ci95), elementwise; 0 where n = 0:
-
-        lower = (p + z^2 / 2n - z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n),   p = good / n, z = 1.96"""
-    good, n = np.asarray(good, np.float64), np.asarray(n, np.float64)
-    z2, safe = Z95 * Z95, np.maximum(n, 1.0)
-    p = good / safe
-    lo = (p + z2 / (2 * safe) - Z95 * np.sqrt(p * (1 - p) / safe + z2 / (4 * safe * safe))) / (1 + z2 / safe)
-    return np.where(n > 0, np.maximum(lo, 0.0), 0.0)
+    """Lower end of the Wilson 95 % interval of good / n, elementwise; 0 where n = 0: the interval every
+    success rate of the project is printed with (evaluation/metrics.wilson_ci95, formula there)."""
+    return wilson_ci95(good, n)[0]
 
 
 def precision_threshold(labels, scores, min_precision: float, min_support: int = 10, bound: str = "estimate") -> dict:
