@@ -215,12 +215,14 @@ def prepare_labels(cfg: TrainDiscriminatorConfig, init_ref: str | Path, label_me
     split = split_by_input(keys, cfg.heldout_fraction, cfg.base.seed, prev_split)
     held = set(split["heldout"])
     train_s = [s for s, k in zip(samples, keys) if k not in held]
+    train_k = [k for k in keys if k not in held]
     held_s = [s for s, k in zip(samples, keys) if k in held]
     if cfg.anchors:
         if anchors is None:
             raise ValueError(f"train_discriminator.anchors={cfg.anchors} needs triplets with ground truth "
                              "(--anchors data/seed); or set anchors: 0")
-        train_s += read_anchors(dataset_file(anchors), cfg.anchors, cfg.base.seed)
+        extra = read_anchors(dataset_file(anchors), cfg.anchors, cfg.base.seed)
+        train_s, train_k = train_s + extra, train_k + [input_key(s) for s in extra]
     if not train_s:
         raise ValueError(f"all {len(samples)} labelled samples are held out; lower heldout_fraction "
                          f"({cfg.heldout_fraction}) or add labels")
@@ -228,8 +230,8 @@ def prepare_labels(cfg: TrainDiscriminatorConfig, init_ref: str | Path, label_me
     train_e = cache.ensure([(s.source, s.mask, s.result) for s in train_s])
     held_e = cache.ensure([(s.source, s.mask, s.result) for s in held_s])
     groups: dict[str, list[Path]] = {}       # by input (anchors: their GT and "object left" together)
-    for s, e in zip(train_s, train_e):
-        g = groups.setdefault(input_key(s), [])
+    for k, e in zip(train_k, train_e):
+        g = groups.setdefault(k, [])
         if e not in g:
             g.append(e)
     return LabelData(split, train_s, held_s, [k for k in keys if k in held], held_e,
