@@ -42,7 +42,9 @@ def round_trip_scores(work: Path) -> dict[str, list]:
     for v in json.loads((work / "verdicts.json").read_text()):
         by_input[v["input_id"]].append(v)
     gts = {h["id"]: work / "hidden" / h["GT"] for h in json.loads((work / "hidden/meta.json").read_text())}
-    vae, res = load_vae(work / "models/base"), 64
+    from benchmarks.bench_self_training import PARAMS  # the workdir's params (its resolution)
+
+    vae, res = load_vae(work / "models/base"), PARAMS["base"]["resolution"]
     out: dict[str, list] = {"label": [], "before": [], "after": [], "group": []}
     for inp, cands in by_input.items():
         if all(c["good"] for c in cands) or not any(c["good"] for c in cands):
