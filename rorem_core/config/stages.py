@@ -135,14 +135,18 @@ class TrainDiscriminatorConfig(TrainParams):
     """TrainParams (batch per process, steps, lr, LoRA rank, ...) plus the discriminator's own knobs."""
 
     base: BaseConfig
-    steps: int = Field(600, ge=1)                # the measured tiny recipe (docs/discriminator.md)
-    lr: float = Field(3e-4, gt=0)
+    steps: int = Field(1200, ge=1)               # the measured tiny recipe (docs/discriminator.md)
+    lr: float = Field(1e-3, gt=0)
     lr_schedule: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant_with_warmup"
     checkpoint_every: int = Field(200, ge=1)
     log_every: int = Field(50, ge=1)
     # tiny: full (LoRA on its 2 attention blocks does not separate); RORem / SDXL: lora (+ the head)
     mode: Literal["full", "lora"] = "full"
     lora_rank: int = Field(4, ge=1)              # RORem: 4
+    # the encoder's input: rorem = [result | mask | source] (RORem; the SDXL presets); residual = [result - f |
+    # mask | f] with f the latent of the source's hole filled harmonically (reward/discriminator.py): the tiny
+    # preset's, it orders an input's candidates (docs/discriminator.md)
+    view: Literal["rorem", "residual"] = "residual"
     loss: Literal["bce", "softplus_mse"] = "bce"  # bce: calibrated probability; softplus_mse: RORem's
     balance: Literal["pos_weight", "oversample", "none"] = "pos_weight"
     threshold: float = Field(0.5, gt=0)          # "good" iff score > threshold (RORem: 0.5)
@@ -154,6 +158,9 @@ class TrainDiscriminatorConfig(TrainParams):
     # per triplet (source, mask, GT) is good and (source, mask, source) = "object left" is bad. Training
     # only, never held out: they anchor the obvious cases when human labels are few (round 1)
     anchors: int = Field(200, ge=0)
+    # per anchor triplet, this many pairs of near misses: a visible smudge (bad) and a faint one (good) of
+    # the same input, the failure the remover makes (reward/anchors.py); 0 = none
+    anchor_smudges: int = Field(0, ge=0)
     # a ready discriminator dir used as this round's instead of training one: ours, or RORem's released
     # checkpoint (pytorch_lora_weights.safetensors + cls_pred_branch.pt; its LoRA goes on the base
     # pipeline's SDXL-inpainting UNet). Typical: round 1, before any human label exists

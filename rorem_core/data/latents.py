@@ -168,13 +168,13 @@ def load_batch(paths: Sequence[Path]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([e[k] for e in entries]) for k in KEYS}
 
 
-def latent_cache(ref, base, dtype: str = "fp32") -> LatentCache:
+def latent_cache(ref, base, dtype: str = "fp32", fill: str | None = None) -> LatentCache:
     """The shared cache of ``base.cache_dir`` with ``ref``'s VAE on the stage's device (``base.device``),
     in ``dtype`` unless its config forces fp32 (SDXL's VAE: ``load_vae``), holding the masked fill ``ref``
-    was trained with (``masked_fill_of``). ``base``: a BaseConfig."""
+    was trained with (``masked_fill_of``) unless ``fill`` names another. ``base``: a BaseConfig."""
     from rorem_core.device import resolve_device
     from rorem_core.models.loading import load_vae, masked_fill_of
     from rorem_core.models.unet import DTYPES
 
     vae = load_vae(ref, dtype=DTYPES[dtype], device=resolve_device(base.device))
-    return LatentCache(Path(base.cache_dir) / "latents", vae, base.resolution, fill=masked_fill_of(ref))
+    return LatentCache(Path(base.cache_dir) / "latents", vae, base.resolution, fill=fill or masked_fill_of(ref))

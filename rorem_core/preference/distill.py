@@ -149,7 +149,8 @@ def discriminator_reward(disc) -> RewardFn:
         dev = student.device
         mask, source = batch["mask"].to(dev), batch["source"].to(dev)
         comp = mask * student + (1.0 - mask) * source
-        return disc.score(disc(comp, mask, source)).clamp(max=1.0)
+        filled = batch["masked"].to(dev) if disc.info.view == "residual" else None   # stages/distill checks the fill
+        return disc.score(disc(comp, mask, source, filled)).clamp(max=1.0)
     return reward
 
 

@@ -1,8 +1,15 @@
 """The discriminator (reward model): the inpainting UNet's encoder plus a classification head (RORem §2).
 
-Input, as RORem: x = [result latent (4) | mask (1) | source latent (4)] -> (B, 9, h, w), where
-``result`` is the removal being judged, ``mask`` the binary mask max-pooled to the latent size and
-``source`` the latent of the UNMASKED source. Output: one logit per sample, [B]. The score is
+Input, as RORem (``view: rorem``): x = [result latent (4) | mask (1) | source latent (4)] -> (B, 9, h, w),
+where ``result`` is the removal being judged, ``mask`` the binary mask max-pooled to the latent size and
+``source`` the latent of the UNMASKED source. ``view: residual`` feeds the same UNet
+x = [result - filled (4) | mask (1) | filled (4)] instead, where ``filled`` is the latent of the source with
+its hole filled in PIXELS by Laplace's equation (``data/fill.harmonic_fill``: the smoothest continuation of
+the surroundings; no ground truth): the first 4 channels are then ~0 outside the hole and, inside it, how
+the removal departs from its surroundings, which is what tells a smudge from a clean fill of the same input
+(docs/discriminator.md, "Ordering an input's candidates"). ``encode_triples`` makes every latent from
+images; training reads ``filled`` from a latent cache whose masked fill is harmonic.
+Output: one logit per sample, [B]. The score is
 ``sigmoid(logit + logit_offset)`` (a calibrated probability, loss "bce") or ``softplus(logit)``
 (RORem's unbounded score, loss "softplus_mse"); "good" iff score > threshold.
 
@@ -32,6 +39,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rorem_core.config.presets import ATTN_TARGETS
+from rorem_core.data.fill import masked_source
+from rorem_core.data.latents import encode_images, mask_to_latent
 from rorem_core.io import atomic_path, load_torch_state, write_json_atomic
 from rorem_core.models.conditioning import PromptEmbeds, load_prompt_embeds
 from rorem_core.models.folders import check_local_weights
@@ -77,6 +86,34 @@ class DiscriminatorInfo(BaseModel):
     logit_offset: float = 0.0                 # added before the score fn (prior-shift correction, bce)
     head_channels: int = 1280
     head_groups: int = 32
+    view: Literal["rorem", "residual"] = "rorem"   # what the 9 input channels hold (module docstring)
+
+
+RESIDUAL_FILL = "harmonic"     # the masked fill whose latent is the residual view's ``filled``
+
+
+def encoder_input(view: str, result: torch.Tensor, mask: torch.Tensor, source: torch.Tensor,
+                  filled: torch.Tensor | None = None) -> torch.Tensor:
+    """Latents (B, 4, h, w), (B, 1, h, w), (B, 4, h, w), (B, 4, h, w) -> the (B, 9, h, w) input of ``view``."""
+    if view == "rorem":
+        return torch.cat([result, mask, source], dim=1)
+    if view != "residual":
+        raise ValueError(f"discriminator view {view!r} is not rorem or residual; set train_discriminator.view")
+    if filled is None:
+        raise ValueError("a view=residual discriminator needs the latent of the harmonically filled source "
+                         "(filled=); make the latents with reward.discriminator.encode_triples")
+    return torch.cat([result - filled, mask, filled], dim=1)
+
+
+@torch.no_grad()
+def encode_triples(vae, results: torch.Tensor, sources: torch.Tensor, masks: torch.Tensor, view: str,
+                   vae_factor: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Images (B, 3, R, R) in [-1, 1] and masks (B, 1, R, R) -> the discriminator's latents (result, mask,
+    source, filled; filled None for view rorem), in one VAE call."""
+    n = len(results)
+    images = [results, sources] + ([masked_source(sources, masks, RESIDUAL_FILL)] if view == "residual" else [])
+    z = encode_images(vae, torch.cat(images))
+    return z[:n], mask_to_latent(masks.float(), vae_factor), z[n:2 * n], (z[2 * n:] if view == "residual" else None)
 
 
 class DiscriminatorHead(nn.Sequential):
@@ -152,9 +189,10 @@ class Discriminator(nn.Module):
             return u.mid_block(h, emb, encoder_hidden_states=hidden)
         return u.mid_block(h, emb)
 
-    def forward(self, result: torch.Tensor, mask: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """Latents (B, 4, h, w), (B, 1, h, w), (B, 4, h, w) -> logits (B,) in fp32."""
-        h = self.encode(torch.cat([result, mask, source], dim=1))
+    def forward(self, result: torch.Tensor, mask: torch.Tensor, source: torch.Tensor,
+                filled: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (B, 4, h, w), (B, 1, h, w), (B, 4, h, w)[, (B, 4, h, w)] -> logits (B,) in fp32."""
+        h = self.encode(encoder_input(self.info.view, result, mask, source, filled))
         return self.head(h.to(self.head[0].weight.dtype)).float()
 
     def score(self, logits: torch.Tensor) -> torch.Tensor:

@@ -20,16 +20,14 @@ from rorem_core.config import BaseConfig
 from rorem_core.data.formats import Candidate, resolve_in_root
 from rorem_core.data.images import load_mask, load_rgb
 from rorem_core.data.latents import (
-    encode_images,
     image_to_tensor,
-    mask_to_latent,
     mask_to_tensor,
 )
 from rorem_core.device import resolve_device
 from rorem_core.models.loading import load_vae
 from rorem_core.models.unet import DTYPES
 from rorem_core.parallel import flatten_in_order, shards
-from rorem_core.reward.discriminator import Discriminator, load_discriminator
+from rorem_core.reward.discriminator import Discriminator, encode_triples, load_discriminator
 
 
 class Scorer:
@@ -64,10 +62,8 @@ class Scorer:
     def score_batch(self, triples: Sequence[tuple[Path, Path, Path]]) -> np.ndarray:
         """Scores [n] of one batch of (source, mask, result) files."""
         src, mask, res = self._tensors(triples)
-        n, dev = len(triples), self.disc.device
-        z = encode_images(self.vae, torch.cat([res, src])).to(dev)      # (2n, 4, h, w): results, sources
-        m = mask_to_latent(mask, self.disc.vae_factor).to(dev)
-        return self.disc.score(self.disc(z[:n], m, z[n:])).cpu().numpy()
+        lat = encode_triples(self.vae, res, src, mask, self.disc.info.view, self.disc.vae_factor)
+        return self.disc.score(self.disc(*(x if x is None else x.to(self.disc.device) for x in lat))).cpu().numpy()
 
     def score_files(self, triples: Sequence[tuple[Path, Path, Path]]) -> np.ndarray:
         """Scores of every triple, in order, on every process: under N processes each scores every N-th

@@ -39,7 +39,9 @@ from rorem_core.data.latents import latent_cache, load_batch, load_entry
 from rorem_core.io import atomic_dir, sha256_bytes, write_json_atomic
 from rorem_core.models.loading import configure_attention
 from rorem_core.models.unet import DTYPES
+from rorem_core.reward.anchors import read_anchors
 from rorem_core.reward.discriminator import (
+    RESIDUAL_FILL,
     Discriminator,
     DiscriminatorInfo,
     build_discriminator,
@@ -74,19 +76,6 @@ def read_labelled(metas: Sequence[Path]) -> list[LabelledSample]:
         for i, t in enumerate(entries):
             f = [resolve_in_root(meta.parent, r, where=f"{meta} entry {i}") for r in (t.source, t.mask, t.GT)]
             out.append(LabelledSample(*f, label=float(t.score), extra=t.model_extra or {}))
-    return out
-
-
-def read_anchors(meta: Path, n: int, seed: int) -> list[LabelledSample]:
-    """``n`` triplets of ``meta`` (a seeded draw) as known-good GT and known-bad "object left" samples."""
-    entries = read_triplets(meta)
-    pick = np.random.default_rng([seed, 17]).permutation(len(entries))[:n]
-    out = []
-    for i in sorted(int(j) for j in pick):
-        t = entries[i]
-        src, mask, gt = (resolve_in_root(meta.parent, r, where=f"{meta} entry {i}") for r in (t.source, t.mask, t.GT))
-        out += [LabelledSample(src, mask, gt, 1.0, {"kind": "anchor_gt"}),
-                LabelledSample(src, mask, src, 0.0, {"kind": "anchor_leave"})]
     return out
 
 
@@ -157,7 +146,7 @@ def make_discriminator_loss(disc: Discriminator, table: LabelTable, cfg: TrainDi
         if cfg.augment_dihedral:
             batch = augment(batch, gen)
         b = {k: v.to(device) for k, v in batch.items()}
-        logits = (model or disc)(b["target"], b["mask"], b["source"])
+        logits = (model or disc)(*disc_latents(b, cfg.view))
         total, metrics = loss(logits, y, **kw)
         if cfg.rank_weight > 0:
             rank, rank_metrics = sibling_rank_loss(logits, y, groups.to(device))
@@ -165,6 +154,12 @@ def make_discriminator_loss(disc: Discriminator, table: LabelTable, cfg: TrainDi
         return total, metrics
 
     return compute_loss
+
+
+def disc_latents(batch: dict, view: str) -> tuple:
+    """(result, mask, source, filled) of a batch of cache entries: the residual view's filled source is the
+    entry's masked latent (a cache whose fill is RESIDUAL_FILL: prepare_labels)."""
+    return batch["target"], batch["mask"], batch["source"], (batch["masked"] if view == "residual" else None)
 
 
 def whole_input_batches(groups: Sequence[Sequence[Path]]) -> dict[str, torch.Tensor]:
@@ -183,7 +178,7 @@ def score_entries(disc: Discriminator, entries: Sequence[Path], batch_size: int)
     out = []
     for i in range(0, len(entries), batch_size):
         b = {k: v.to(disc.device) for k, v in load_batch(entries[i:i + batch_size]).items()}
-        out.append(disc.score(disc(b["target"], b["mask"], b["source"])).cpu().numpy())
+        out.append(disc.score(disc(*disc_latents(b, disc.info.view))).cpu().numpy())
     disc.train(was_training)
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -221,12 +216,14 @@ def prepare_labels(cfg: TrainDiscriminatorConfig, init_ref: str | Path, label_me
         if anchors is None:
             raise ValueError(f"train_discriminator.anchors={cfg.anchors} needs triplets with ground truth "
                              "(--anchors data/seed); or set anchors: 0")
-        extra = read_anchors(dataset_file(anchors), cfg.anchors, cfg.base.seed)
+        extra = [LabelledSample(src, mask, res, y, {"kind": kind}) for src, mask, res, y, kind in read_anchors(
+            dataset_file(anchors), cfg.anchors, cfg.base.seed, cfg.anchor_smudges, Path(cfg.base.work_dir))]
         train_s, train_k = train_s + extra, train_k + [input_key(s) for s in extra]
     if not train_s:
         raise ValueError(f"all {len(samples)} labelled samples are held out; lower heldout_fraction "
                          f"({cfg.heldout_fraction}) or add labels")
-    cache = latent_cache(init_ref, cfg.base, cfg.frozen_dtype)
+    # the residual view reads the harmonically filled source from the entries' masked latent
+    cache = latent_cache(init_ref, cfg.base, cfg.frozen_dtype, RESIDUAL_FILL if cfg.view == "residual" else None)
     train_e = cache.ensure([(s.source, s.mask, s.result) for s in train_s])
     held_e = cache.ensure([(s.source, s.mask, s.result) for s in held_s])
     groups: dict[str, list[Path]] = {}       # by input (anchors: their GT and "object left" together)
@@ -241,7 +238,7 @@ def prepare_labels(cfg: TrainDiscriminatorConfig, init_ref: str | Path, label_me
 def build_for_training(cfg: TrainDiscriminatorConfig, init_ref: str | Path, prev: Path | None):
     """A fresh discriminator on ``init_ref`` (optionally warm-started from ``prev``) and its trainable params."""
     info = DiscriminatorInfo(base=str(init_ref), mode=cfg.mode, lora_rank=cfg.lora_rank, loss=cfg.loss,
-                             threshold=cfg.threshold, resolution=cfg.base.resolution)
+                             threshold=cfg.threshold, resolution=cfg.base.resolution, view=cfg.view)
     # frozen_dtype applies to the frozen encoder only: a fully fine-tuned encoder keeps fp32 master weights
     dtype = DTYPES[cfg.frozen_dtype] if cfg.mode == "lora" else torch.float32
     disc = build_discriminator(init_ref, cache_dir=cfg.base.cache_dir, info=info, dtype=dtype, seed=cfg.base.seed)
@@ -295,9 +292,10 @@ def train_discriminator(cfg: TrainDiscriminatorConfig, init_ref: str | Path, lab
 def _warm_start(disc: Discriminator, prev: Path, cfg: TrainDiscriminatorConfig) -> None:
     """Copy LoRA + head weights of the previous round's discriminator (same architecture required)."""
     old = load_discriminator(prev, cache_dir=cfg.base.cache_dir, base=disc.info.base)
-    if old.info.mode != disc.info.mode or old.info.lora_rank != disc.info.lora_rank:
-        raise ValueError(f"warm_start: {prev} has mode={old.info.mode} rank={old.info.lora_rank}, this run "
-                         f"mode={disc.info.mode} rank={disc.info.lora_rank}; make them equal or warm_start: false")
+    mine, theirs = (disc.info.mode, disc.info.lora_rank, disc.info.view), (old.info.mode, old.info.lora_rank, old.info.view)
+    if mine != theirs:
+        raise ValueError(f"warm_start: {prev} has (mode, rank, view) = {theirs}, this run {mine}; make them equal "
+                         "or warm_start: false")
     trainable = {n for n, p in disc.named_parameters() if p.requires_grad}
     state = {n: v for n, v in old.state_dict().items() if n in trainable}
     disc.load_state_dict(state, strict=False)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from rorem_core.data.formats import dataset_file, read_hidden_gt
 from rorem_core.data.images import load_rgb
-from rorem_core.data.latents import encode_images, image_to_tensor, mask_to_latent
+from rorem_core.data.latents import image_to_tensor
 from rorem_core.evaluation.metrics import masked_psnr
 from rorem_core.models.loading import load_vae, resolve_ref
 
@@ -87,10 +87,10 @@ class DiscriminatorReward:
             results, sources = (F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
                                 for x in (results, sources))
             masks = F.interpolate(masks, size=(r, r), mode="nearest")
-        n, dev = len(results), self.disc.device
-        z = encode_images(self.vae, torch.cat([results, sources])).to(dev)
-        m = mask_to_latent(masks.float(), self.disc.vae_factor).to(dev)
-        return self.disc.score(self.disc(z[:n], m, z[n:])).float().cpu()
+        from rorem_core.reward.discriminator import encode_triples
+
+        lat = encode_triples(self.vae, results, sources, masks, self.disc.info.view, self.disc.vae_factor)
+        return self.disc.score(self.disc(*(x if x is None else x.to(self.disc.device) for x in lat))).float().cpu()
 
 
 class OracleReward:

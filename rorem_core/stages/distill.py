@@ -52,14 +52,20 @@ def adopt(cfg: DistillConfig, teacher: Path, out_dir: Path) -> DistillResult:
     return res
 
 
-def load_reward_fn(cfg: DistillConfig, path: Path | None, device):
-    """The RG-LCD reward r(student latent, batch) -> [B] from a discriminator dir (None: no term)."""
+def load_reward_fn(cfg: DistillConfig, path: Path | None, device, teacher: Path | None = None):
+    """The RG-LCD reward r(student latent, batch) -> [B] from a discriminator dir (None: no term). A view=residual
+    discriminator reads the batch's masked latent as its filled source: the teacher must condition on that fill."""
     if path is None:
         return None
-    from rorem_core.reward.discriminator import load_discriminator
+    from rorem_core.models.loading import masked_fill_of
+    from rorem_core.reward.discriminator import RESIDUAL_FILL, load_discriminator
 
     disc = load_discriminator(path, cache_dir=cfg.base.cache_dir, base=cfg.base.model_dir,
                               resolution=cfg.base.resolution).to(device)
+    if disc.info.view == "residual" and teacher is not None and masked_fill_of(teacher) != RESIDUAL_FILL:
+        raise ValueError(f"distill: the reward model {path} reads a {RESIDUAL_FILL}-filled source (view residual) but the "
+                         f"teacher {teacher} conditions on the {masked_fill_of(teacher)} fill; train the discriminator "
+                         "with train_discriminator.view: rorem, or set distill.reward_scale: 0")
     return discriminator_reward(disc)
 
 
@@ -82,7 +88,7 @@ def run(cfg: DistillConfig, teacher: Path, out_dir: Path, *, train: Sequence[Pat
     step_ctx = StepContext.from_scheduler(load_scheduler_config(teacher),
                                           load_prompt_embeds(teacher, cfg.base.cache_dir), cfg.base.resolution, device)
     lctx = LCMContext.build(step_ctx, cfg.num_ddim_timesteps, guidance=cfg.guidance_max > 0)
-    loss_fn = make_distill_loss(unet, lctx, cfg, reward_fn=load_reward_fn(cfg, reward_model, device))
+    loss_fn = make_distill_loss(unet, lctx, cfg, reward_fn=load_reward_fn(cfg, reward_model, device, teacher))
     result, unet = run_training(base=cfg.base, params=cfg, model=unet, trainable=pol.trainable, entries=entries,
                                 compute_loss=loss_fn, work_dir=pol.work, run_name=pol.run_name,
                                 tracker_config=cfg.model_dump(), wandb_group=f"round-{round_id}",

@@ -56,6 +56,37 @@ def test_logits_at_any_resolution(tiny_model, tmp_path, hw):
     assert logits.shape == (3,) and torch.isfinite(logits).all()
 
 
+def test_residual_view_input(tiny_model, tmp_path):
+    """view residual: channels [result - filled | mask | filled], filled = the latent of the source with its hole
+    filled harmonically in pixels (encode_triples makes all four latents from images). A result that IS that
+    fill gives zero residual channels; a +0.2 grey bump inside the hole shows only around the hole; without
+    filled the residual view refuses, naming the fix; view rorem is RORem's [result | mask | source]."""
+    from rorem_core.data.fill import harmonic_fill
+    from rorem_core.models.loading import load_vae
+    from rorem_core.reward.discriminator import encode_triples, encoder_input
+
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[..., 20:36, 24:44] = 1.0
+    vae = load_vae(tiny_model)
+    smooth = harmonic_fill(src, mask)
+    r, m, s, f = encode_triples(vae, smooth, src, mask, "residual", 4)
+    assert r.shape == f.shape == (2, 4, 16, 16) and m.shape == (2, 1, 16, 16) and m.unique().tolist() == [0.0, 1.0]
+    torch.testing.assert_close(r, f)                                     # the fill itself: no residual
+    x = encoder_input("residual", r, m, s, f)
+    assert x.shape == (2, 9, 16, 16) and x[:, :4].abs().max() == 0
+    bumped, *_ = encode_triples(vae, smooth + 0.2 * mask, src, mask, "residual", 4)
+    resid = encoder_input("residual", bumped, m, s, f)[:, :4]
+    assert resid[..., 6:8, 7:10].abs().min() > 0.1 and resid[..., :3, :].abs().max() < 1e-6
+    assert encode_triples(vae, smooth, src, mask, "rorem", 4)[3] is None
+    torch.testing.assert_close(encoder_input("rorem", r, m, s), torch.cat([r, m, s], 1))
+    with pytest.raises(ValueError, match="encode_triples"):
+        make(tiny_model, tmp_path, view="residual")(r, m, s)
+    with torch.no_grad():
+        assert torch.isfinite(make(tiny_model, tmp_path, view="residual")(r, m, s, f)).all()
+
+
 def test_head_geometry_and_init():
     head = DiscriminatorHead(64, 8)
     assert [type(m).__name__ for m in head] == ["Conv2d", "GroupNorm", "SiLU"] * 3 + ["Conv2d"]
@@ -100,7 +131,7 @@ def _perturb_lora(disc):
 
 
 def test_save_load_roundtrip_ours(tiny_model, tmp_path):
-    disc = make(tiny_model, tmp_path, lora_rank=2, threshold=0.4)
+    disc = make(tiny_model, tmp_path, lora_rank=2, threshold=0.4, view="residual")
     make_trainable(disc)
     _perturb_lora(disc)
     disc.info = disc.info.model_copy(update={"logit_offset": -0.3})
@@ -108,11 +139,13 @@ def test_save_load_roundtrip_ours(tiny_model, tmp_path):
     assert {LORA_FILE, HEAD_FILE, INFO_FILE} <= {p.name for p in (tmp_path / "d").iterdir()}
     back = load_discriminator(tmp_path / "d", cache_dir=tmp_path / "cache")
     assert back.info.threshold == 0.4 and back.info.lora_rank == 2 and back.info.logit_offset == -0.3
+    assert back.info.view == "residual"
     r, m, s = rng_latents(3, 2)
     with torch.no_grad():
         disc.eval()
-        torch.testing.assert_close(back(r, m, s), disc(r, m, s), rtol=0, atol=1e-6)
-        torch.testing.assert_close(back.score(back(r, m, s)), disc.score(disc(r, m, s)))
+        f = s.flip(-1)                                                 # any latent as the filled source
+        torch.testing.assert_close(back(r, m, s, f), disc(r, m, s, f), rtol=0, atol=1e-6)
+        torch.testing.assert_close(back.score(back(r, m, s, f)), disc.score(disc(r, m, s, f)))
 
 
 def test_save_load_roundtrip_full_mode(tiny_model, tmp_path):

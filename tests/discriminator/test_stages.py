@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -208,13 +209,14 @@ def test_anchors_join_training_only(tiny_model, labels, tmp_path):
     """Known-good GT / known-bad "object left" anchors from triplets with ground truth: they are added to
     the training side, never to the held-out metrics, and a missing anchor set is a clear error."""
     from rorem_core.data.synthetic import SyntheticConfig, write_triplets
-    from rorem_core.reward.train import prepare_labels, read_anchors
+    from rorem_core.reward.anchors import read_anchors
+    from rorem_core.reward.train import prepare_labels
 
     seed = tmp_path / "seed"
     write_triplets(seed, SyntheticConfig(size=64), "seed", 6, 0.0)
     anchors = read_anchors(seed / "meta.json", 4, seed=0)
-    assert [a.label for a in anchors] == [1.0, 0.0] * 4
-    assert all(a.result == a.source for a in anchors[1::2]) and all(a.result != a.source for a in anchors[::2])
+    assert [a[3] for a in anchors] == [1.0, 0.0] * 4
+    assert all(a[2] == a[0] for a in anchors[1::2]) and all(a[2] != a[0] for a in anchors[::2])
     cfg = TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), **{**TRAIN, "anchors": 4})
     plain = prepare_labels(cfg.model_copy(update={"anchors": 0}), tiny_model, [labels[0] / "meta.json"], None)
     data = prepare_labels(cfg, tiny_model, [labels[0] / "meta.json"], None, seed)
@@ -222,3 +224,36 @@ def test_anchors_join_training_only(tiny_model, labels, tmp_path):
     assert not any(s.extra.get("kind", "").startswith("anchor") for s in data.held)
     with pytest.raises(ValueError, match="--anchors data/seed"):
         prepare_labels(cfg, tiny_model, [labels[0] / "meta.json"], None)
+
+
+def test_near_miss_anchors_are_what_the_judge_calls_them(tiny_model, labels, tmp_path):
+    """anchor_smudges: per anchor triplet, pairs of a visible smudge (bad) and a faint error (good) of the
+    same input, made from the GT; the judge agrees with every label, the files are made once (a rerun reuses
+    them), and they join the training side only, grouped with their input's other anchors."""
+    from rorem_core.data.images import load_mask, load_rgb
+    from rorem_core.data.synthetic import SyntheticConfig, write_triplets
+    from rorem_core.evaluation.judge import judge
+    from rorem_core.reward.anchors import read_anchors, write_near_misses
+    from rorem_core.reward.train import prepare_labels
+
+    seed = tmp_path / "seed"
+    write_triplets(seed, SyntheticConfig(size=64), "seed", 6, 0.0)
+    f = write_near_misses(seed / "meta.json", 3, 2, 0, tmp_path / "work")
+    rows = json.loads(f.read_text())
+    assert [r["kind"] for r in rows] == ["anchor_smudge", "anchor_faint"] * 6
+    assert [r["shape"] for r in rows[:4]] == ["tone", "tone", "ghost", "ghost"]
+    gts = {str(seed / t["source"]): seed / t["GT"] for t in json.loads((seed / "meta.json").read_text())}
+    for r in rows:
+        v = judge(load_rgb(r["source"]), load_mask(r["mask"]), load_rgb(r["result"]), load_rgb(gts[r["source"]]))
+        assert v.good == (r["label"] == 1.0), (r, v)
+    stamp = Path(rows[0]["result"]).stat().st_mtime_ns
+    assert write_near_misses(seed / "meta.json", 3, 2, 0, tmp_path / "work") == f
+    assert Path(rows[0]["result"]).stat().st_mtime_ns == stamp
+    assert len(read_anchors(seed / "meta.json", 3, 0, 2, tmp_path / "work")) == 3 * 2 + 12
+    cfg = TrainDiscriminatorConfig(base=base_cfg(tmp_path, tiny_model), **{**TRAIN, "anchors": 3, "anchor_smudges": 1})
+    data = prepare_labels(cfg, tiny_model, [labels[0] / "meta.json"], None, seed)
+    plain = prepare_labels(cfg.model_copy(update={"anchor_smudges": 0}), tiny_model, [labels[0] / "meta.json"], None, seed)
+    assert len(data.train) == len(plain.train) + 6 and len(data.held) == len(plain.held)
+    # an anchor input's group grows from (GT, object left) by its smudge and its faint error (which may round to
+    # the GT's very pixels: one cache entry then)
+    assert sum(len(g) >= 3 for g in data.train_groups) == sum(len(g) >= 3 for g in plain.train_groups) + 3
