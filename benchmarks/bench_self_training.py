@@ -255,6 +255,7 @@ def disc(work: Path, judged: float, over: dict | None = None, tag: str | None = 
 def _auto_precision(work: Path, disc_dir: Path, rest: list[dict], tag: str, over: dict) -> dict:
     """auto_score on ``rest`` (candidates no human saw); the precision of what it accepts, by the judge."""
     from rorem_core.data.formats import read_candidates, write_candidates
+    from rorem_core.reward.metrics import within_group_auc
     from rorem_core.stages import auto_score
 
     ids = {v["id"] for v in rest}
@@ -263,8 +264,10 @@ def _auto_precision(work: Path, disc_dir: Path, rest: list[dict], tag: str, over
     # the pool's hidden GT gives auto_score's own auto-acceptance precision (evaluation/acceptance.py)
     res = auto_score.run(_cfg("auto_score", **over), disc_dir, manifest, work / "auto" / tag, hidden=work / "hidden")
     prec = res.metrics["auto_precision"] or {}
+    scored = {c.id: c.score for c in read_candidates(work / "auto" / tag / "candidates.json")}
+    within = within_group_auc([v["good"] for v in rest], [scored[v["id"]] for v in rest], [v["input_id"] for v in rest])
     return {"n_unreviewed": len(rest), "n_accepted": res.metrics["n_accepted"], "precision": prec.get("precision"),
-            "threshold": res.metrics["threshold"], "rule": res.metrics["threshold_rule"]}
+            "threshold": res.metrics["threshold"], "rule": res.metrics["threshold_rule"], "within_input": within}
 
 
 def table(work: Path) -> str:

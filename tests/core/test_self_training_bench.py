@@ -66,11 +66,13 @@ def test_a_tiny_run_prepares_trains_three_recipes_and_tabulates_them_paired(tmp_
     assert all(r.count("[") == 4 for r in rows[1:])         # two bands x (rate, paired change) with intervals
 
 
-def test_latent_siblings_judges_the_autoencoder_round_trip_of_mixed_inputs(tmp_path, capsys):
+def test_latent_siblings_and_sibling_probe_on_mixed_inputs(tmp_path, capsys):
     """bench_latent_siblings on a tiny workdir: only inputs with both clean and failed candidates count
     (verdicts set by hand here: the tiny remover's are all failed), each candidate judged again after the
-    autoencoder round trip; a workdir without verdicts is refused naming the fix."""
-    from benchmarks import bench_latent_siblings
+    autoencoder round trip; bench_sibling_probe on the same workdir: the no-training residual reading and a
+    probe CNN per view, within-input AUC over that one mixed input; a workdir without verdicts is refused
+    naming the fix by both."""
+    from benchmarks import bench_latent_siblings, bench_sibling_probe
 
     work = tmp_path / "st"
     assert main(["--workdir", str(work), "--tiny", "prepare"]) == 0
@@ -83,6 +85,13 @@ def test_latent_siblings_judges_the_autoencoder_round_trip_of_mixed_inputs(tmp_p
     out = capsys.readouterr().out
     assert "2 candidates of 1 inputs" in out and "before the autoencoder round trip: within-input AUC 1.000 (1 pairs)" in out
     assert "after the autoencoder round trip: within-input AUC" in out and "% of the failed ones" in out
-    with pytest.raises(SystemExit):
-        bench_latent_siblings.main(["--workdir", str(tmp_path / "nothing")])
-    assert "run bench_self_training.py" in capsys.readouterr().err
+    assert bench_sibling_probe.main(["--workdir", str(work), "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(verdicts)} candidates of" in out and "| residual_rms (no training, all inputs) | " in out
+    rows = [r for r in out.splitlines() if r.startswith("| probe CNN, view ")]
+    assert [r.split(",")[1].split("|")[0].strip() for r in rows] == ["view rorem", "view residual"]
+    assert all(r.count("(1 inputs, 1 pairs)") == 1 and r.count("| - |") == 1 for r in rows)   # one side holds it
+    for bench in (bench_latent_siblings, bench_sibling_probe):
+        with pytest.raises(SystemExit):
+            bench.main(["--workdir", str(tmp_path / "nothing")])
+        assert "run bench_self_training.py" in capsys.readouterr().err
