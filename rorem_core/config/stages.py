@@ -135,18 +135,18 @@ class TrainDiscriminatorConfig(TrainParams):
     """TrainParams (batch per process, steps, lr, LoRA rank, ...) plus the discriminator's own knobs."""
 
     base: BaseConfig
-    steps: int = Field(1200, ge=1)               # the measured tiny recipe (docs/discriminator.md)
-    lr: float = Field(1e-3, gt=0)
+    steps: int = Field(600, ge=1)                # the measured tiny recipe (docs/discriminator.md)
+    lr: float = Field(3e-4, gt=0)
     lr_schedule: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant_with_warmup"
     checkpoint_every: int = Field(200, ge=1)
     log_every: int = Field(50, ge=1)
     # tiny: full (LoRA on its 2 attention blocks does not separate); RORem / SDXL: lora (+ the head)
     mode: Literal["full", "lora"] = "full"
     lora_rank: int = Field(4, ge=1)              # RORem: 4
-    # the encoder's input: rorem = [result | mask | source] (RORem; the SDXL presets); residual = [result - f |
-    # mask | f] with f the latent of the source's hole filled harmonically (reward/discriminator.py): the tiny
-    # preset's, it orders an input's candidates (docs/discriminator.md)
-    view: Literal["rorem", "residual"] = "residual"
+    # the encoder's input: rorem = [result | mask | source] (RORem); residual = [result - f | mask | f] with f the
+    # latent of the source whose hole is filled harmonically (reward/discriminator.py): it orders an input's
+    # candidates better on the validation pool, but not in a real round (docs/discriminator.md)
+    view: Literal["rorem", "residual"] = "rorem"
     loss: Literal["bce", "softplus_mse"] = "bce"  # bce: calibrated probability; softplus_mse: RORem's
     balance: Literal["pos_weight", "oversample", "none"] = "pos_weight"
     threshold: float = Field(0.5, gt=0)          # "good" iff score > threshold (RORem: 0.5)

@@ -14,7 +14,7 @@ from rorem_core.stages import train_discriminator
 from tests.helpers.oracle_labels import simulate_labels
 
 # the recommended tiny preset, used if params.yaml has no train_discriminator section
-TINY_TRAIN = dict(mode="full", view="residual", steps=1200, batch_size=32, lr=1e-3, lr_schedule="constant_with_warmup",
+TINY_TRAIN = dict(mode="full", steps=600, batch_size=32, lr=3e-4, lr_schedule="constant_with_warmup",
                   lr_warmup_steps=20, checkpoint_every=200, log_every=50, heldout_fraction=0.2)
 
 
