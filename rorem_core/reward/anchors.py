@@ -65,31 +65,29 @@ def error_shape(source: np.ndarray, mask: np.ndarray, gt: np.ndarray, shape: str
     return _blur(e * near, 1.0) * near     # soft inside, nothing beyond the grown hole
 
 
-def visibility(source: np.ndarray, mask: np.ndarray, err: np.ndarray) -> float:
-    """The judge's smudge measure of an error ``err`` = result - GT, in units of SMUDGE_MAX (> 1: visible)."""
-    ring = dilate(mask, J.RING_PX) & ~mask
-    activity = J._rms(np.linalg.norm(J._highpass(source), axis=-1), ring)
-    low = np.linalg.norm(J._blur(err, 1.5), axis=-1)
-    return float(np.percentile(low[dilate(mask, 1)], 95)) / (activity + J.FLOOR) / J.SMUDGE_MAX
+def visibility(source: np.ndarray, mask: np.ndarray, gt: np.ndarray, err: np.ndarray) -> float:
+    """The judge's smudge measure of the result ``gt + err``, in units of SMUDGE_MAX (> 1: visible)."""
+    return J.features(source, mask, gt + err, gt)["smudge"] / J.SMUDGE_MAX
 
 
 def near_miss(source: np.ndarray, mask: np.ndarray, gt: np.ndarray, r: float, shape: str,
               rng: np.random.Generator) -> np.ndarray:
     """``GT + a * e`` with ``a`` chosen so the error's visibility is ``r`` (before uint8 rounding and clipping)."""
     e = error_shape(source, mask, gt, shape, rng)
-    unit = visibility(source, mask, e)
+    unit = visibility(source, mask, gt, e)
     a = r / unit if unit > 0 else 0.0
     return np.clip(gt + a * e, 0.0, 1.0)     # e is 0 beyond the grown hole: elsewhere exactly the GT
 
 
-def _pick(meta: Path, n: int, seed: int) -> list[int]:
-    return sorted(int(j) for j in np.random.default_rng([seed, 17]).permutation(len(read_triplets(meta)))[:n])
+def _pick(n_entries: int, n: int, seed: int) -> list[int]:
+    return sorted(int(j) for j in np.random.default_rng([seed, 17]).permutation(n_entries)[:n])
 
 
 def write_near_misses(meta: Path, n: int, smudges: int, seed: int, work_dir: Path) -> Path:
     """The near misses of the ``n`` drawn triplets, under ``work_dir/anchors/<key>`` (reused when present):
     a ``labels.json`` [{source, mask, result, label, kind}] with absolute paths. Returns that file."""
-    entries, picks = read_triplets(meta), _pick(meta, n, seed)
+    entries = read_triplets(meta)
+    picks = _pick(len(entries), n, seed)
     files = [[resolve_in_root(meta.parent, r, where=f"{meta} entry {i}") for r in (entries[i].source,
               entries[i].mask, entries[i].GT)] for i in picks]
     key = sha256_bytes(json.dumps([VERSION, smudges, seed, SMUDGE_R, FAINT_R]).encode(),
@@ -118,7 +116,7 @@ def read_anchors(meta: Path, n: int, seed: int, smudges: int = 0,
     """(source, mask, result, label, kind) of the anchors of ``n`` drawn triplets (module docstring)."""
     entries = read_triplets(meta)
     out = []
-    for i in _pick(meta, n, seed):
+    for i in _pick(len(entries), n, seed):
         t = entries[i]
         src, mask, gt = (resolve_in_root(meta.parent, r, where=f"{meta} entry {i}") for r in (t.source, t.mask, t.GT))
         out += [(src, mask, gt, 1.0, "anchor_gt"), (src, mask, src, 0.0, "anchor_leave")]

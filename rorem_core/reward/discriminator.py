@@ -195,6 +195,12 @@ class Discriminator(nn.Module):
         h = self.encode(encoder_input(self.info.view, result, mask, source, filled))
         return self.head(h.to(self.head[0].weight.dtype)).float()
 
+    @torch.no_grad()
+    def score_images(self, vae, results: torch.Tensor, sources: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Scores [B] of images (B, 3, R, R) in [-1, 1] with masks (B, 1, R, R): encode_triples, then score."""
+        lat = encode_triples(vae, results, sources, masks, self.info.view, self.vae_factor)
+        return self.score(self(*(x if x is None else x.to(self.device) for x in lat)))
+
     def score(self, logits: torch.Tensor) -> torch.Tensor:
         """logits [B] -> scores [B]: calibrated probability (bce) or RORem's softplus score."""
         return DISCRIMINATOR_SCORES[self.info.loss](logits.float() + self.info.logit_offset)

@@ -27,7 +27,7 @@ from rorem_core.device import resolve_device
 from rorem_core.models.loading import load_vae
 from rorem_core.models.unet import DTYPES
 from rorem_core.parallel import flatten_in_order, shards
-from rorem_core.reward.discriminator import Discriminator, encode_triples, load_discriminator
+from rorem_core.reward.discriminator import Discriminator, load_discriminator
 
 
 class Scorer:
@@ -62,8 +62,7 @@ class Scorer:
     def score_batch(self, triples: Sequence[tuple[Path, Path, Path]]) -> np.ndarray:
         """Scores [n] of one batch of (source, mask, result) files."""
         src, mask, res = self._tensors(triples)
-        lat = encode_triples(self.vae, res, src, mask, self.disc.info.view, self.disc.vae_factor)
-        return self.disc.score(self.disc(*(x if x is None else x.to(self.disc.device) for x in lat))).cpu().numpy()
+        return self.disc.score_images(self.vae, res, src, mask).cpu().numpy()
 
     def score_files(self, triples: Sequence[tuple[Path, Path, Path]]) -> np.ndarray:
         """Scores of every triple, in order, on every process: under N processes each scores every N-th

@@ -87,10 +87,7 @@ class DiscriminatorReward:
             results, sources = (F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
                                 for x in (results, sources))
             masks = F.interpolate(masks, size=(r, r), mode="nearest")
-        from rorem_core.reward.discriminator import encode_triples
-
-        lat = encode_triples(self.vae, results, sources, masks, self.disc.info.view, self.disc.vae_factor)
-        return self.disc.score(self.disc(*(x if x is None else x.to(self.disc.device) for x in lat))).float().cpu()
+        return self.disc.score_images(self.vae, results, sources, masks).float().cpu()
 
 
 class OracleReward:
